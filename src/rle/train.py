@@ -1,0 +1,372 @@
+"""``python -m rle.train`` / ``rle-train``: a training job as one tracked MLflow run.
+
+A thin ``@hydra.main`` over :func:`run_training`, which tests call directly with a composed config.
+Examples::
+
+    python -m rle.train                                   # DistilGPT-2, one process
+    python -m rle.train workload=distilgpt2 trainer.devices=2 trainer.max_steps=20   # 2-process DDP
+    MLFLOW_TRACKING_URI=http://127.0.0.1:5000 python -m rle.train
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from rle import paths
+from rle.errors import ConfigError, RLEError
+
+__all__ = ["RunResult", "Workload", "flatten_config", "main", "run_training"]
+
+log = logging.getLogger(__name__)
+
+if not OmegaConf.has_resolver("rle_root"):
+    OmegaConf.register_new_resolver("rle_root", lambda: paths.project_root().as_posix())
+
+
+@dataclass
+class Workload:
+    """What a workload builder hands to the trainer.
+
+    Attributes:
+        module: The LightningModule to fit.
+        datamodule: Its datamodule.
+        tags: Run tags describing the workload (``workload``, ``model.init``, ...).
+        params: Extra run params (e.g. ``model.n_parameters``).
+        tokens_per_sample: Tokens per training sample, or ``None`` when not a token workload.
+    """
+
+    module: Any
+    datamodule: Any
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    tokens_per_sample: int | None = None
+
+
+@dataclass
+class RunResult:
+    """Outcome of :func:`run_training`.
+
+    Attributes:
+        run_id: The MLflow run id.
+        experiment_id: Its experiment id.
+        tracking_uri: Where it was tracked.
+        status: ``FINISHED``, ``FAILED`` or ``KILLED``.
+        global_step: Optimizer steps taken.
+    """
+
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    status: str
+    global_step: int
+
+
+def flatten_config(cfg: Mapping[str, Any] | DictConfig, prefix: str = "") -> dict[str, Any]:
+    """Flatten a nested config into dotted keys (``trainer.devices``), lists kept as values.
+
+    Args:
+        cfg: A resolved config.
+        prefix: Key prefix (for recursion).
+
+    Returns:
+        ``{"a.b.c": value}`` for every leaf.
+    """
+    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    out: dict[str, Any] = {}
+    assert isinstance(container, Mapping)  # noqa: S101 (DictConfig always gives a mapping)
+    for k, v in container.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(flatten_config(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+# ---------------------------------------------------------------------------------------- workloads
+
+
+def _build_distilgpt2(cfg: DictConfig, intra_op_threads: int | None) -> Workload:
+    from rle.workloads.data import TextDataModule, load_documents
+    from rle.workloads.distilgpt2 import DistilGPT2Module, build_model_and_tokenizer
+
+    docs = load_documents(cfg.data.path, list(cfg.data.text_suffixes))
+    cache_dir = paths.project_root() / "outputs" / ".cache" / "tokenizers"
+    bundle = build_model_and_tokenizer(
+        OmegaConf.to_container(cfg.workload.model, resolve=True),  # type: ignore[arg-type]
+        docs,
+        int(cfg.data.tokenizer_vocab_size),
+        cache_dir,
+    )
+    dm = TextDataModule(
+        docs, bundle.tokenizer, int(cfg.data.block_size), int(cfg.data.batch_size), int(cfg.data.num_workers)
+    )
+    optim = cfg.workload.optim
+    module = DistilGPT2Module(
+        bundle.model,
+        lr=float(optim.lr),
+        weight_decay=float(optim.weight_decay),
+        betas=list(optim.betas),
+        eps=float(optim.eps),
+        warmup_ratio=float(optim.warmup_ratio),
+        intra_op_threads=intra_op_threads,
+    )
+    return Workload(
+        module=module,
+        datamodule=dm,
+        tags={
+            "model.init": bundle.model_init,
+            "tokenizer": bundle.tokenizer_kind,
+            "model.source": bundle.source,
+        },
+        params={
+            "model.n_parameters": bundle.n_parameters,
+            "data.n_documents": len(docs),
+            "data.n_blocks": len(dm.blocks),
+        },
+        tokens_per_sample=int(cfg.data.block_size),
+    )
+
+
+WORKLOADS: dict[str, Callable[[DictConfig, int | None], Workload]] = {
+    "distilgpt2": _build_distilgpt2,
+    "distilgpt2_tiny": _build_distilgpt2,
+}
+"""Workload builders by ``workload.name``."""
+
+
+# ------------------------------------------------------------------------------------------ trainer
+
+
+def _trainer_plan(tcfg: DictConfig) -> tuple[str, int, str]:
+    """Validate accelerator/devices/strategy and return ``(accelerator, devices, strategy)``."""
+    import torch
+
+    accelerator = str(tcfg.accelerator).lower()
+    if accelerator not in ("auto", "cpu", "gpu", "cuda"):
+        raise ConfigError(f"trainer.accelerator={accelerator!r} is not one of auto, cpu, gpu.")
+    cuda = torch.cuda.is_available()
+    if accelerator in ("gpu", "cuda") and not cuda:
+        raise ConfigError(
+            "trainer.accelerator=gpu but no CUDA GPU is visible (torch.cuda.is_available() is False). "
+            "Use trainer.accelerator=cpu or auto, or install a CUDA build of torch."
+        )
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and cuda)
+    try:
+        devices = int(tcfg.devices)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"trainer.devices must be a positive integer, got {tcfg.devices!r}.") from e
+    if devices < 1:
+        raise ConfigError(f"trainer.devices must be a positive integer, got {devices}.")
+    available = torch.cuda.device_count() if on_gpu else (os.cpu_count() or 1)
+    if devices > available:
+        what = "CUDA GPUs" if on_gpu else "CPU cores (one DDP process per core at most)"
+        raise ConfigError(
+            f"trainer.devices={devices} but this machine offers {available} {what}. "
+            f"Use trainer.devices={available} or fewer."
+        )
+    strategy = str(tcfg.strategy)
+    if strategy == "auto" and devices > 1:
+        strategy = "ddp_spawn"
+    return ("gpu" if on_gpu else "cpu"), devices, strategy
+
+
+def _environment_tags(accelerator: str, devices: int) -> dict[str, str]:
+    import lightning
+    import mlflow
+    import torch
+    import transformers
+
+    tags = {
+        "host": socket.gethostname(),
+        "python.version": platform.python_version(),
+        "torch.version": torch.__version__,
+        "lightning.version": lightning.__version__,
+        "mlflow.version": mlflow.__version__,
+        "transformers.version": transformers.__version__,
+        "rle.version": __import__("rle").__version__,
+        "device.cpu": _cpu_name(),
+        "trainer.accelerator": accelerator,
+        "trainer.devices": str(devices),
+    }
+    if accelerator == "gpu":
+        for i in range(devices):
+            tags[f"device.gpu_{i}"] = torch.cuda.get_device_name(i)
+    commit = _git_commit(paths.project_root())
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit(root: Path) -> str | None:
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+# ------------------------------------------------------------------------------------- run_training
+
+
+def run_training(cfg: DictConfig) -> RunResult:
+    """Run one training job as one MLflow run.
+
+    Steps: validate the config; resolve and probe the tracking store (fail fast, before any
+    training); build the workload; create the run with tags, flattened params and the resolved
+    config (``config/train.yaml``); fit with Lightning; end the run ``FINISHED``, or ``FAILED``
+    (traceback in ``error/traceback.txt``) / ``KILLED`` (interrupt) and re-raise.
+
+    Args:
+        cfg: The composed ``conf/train.yaml`` config.
+
+    Returns:
+        The :class:`RunResult`.
+
+    Raises:
+        rle.errors.ConfigError: On an unknown workload, impossible device request or bad value.
+        rle.errors.TrackingError: If the tracking store cannot be reached.
+        rle.errors.DataError: If the training data is missing or malformed.
+    """
+    import lightning as L
+
+    from rle.callbacks.telemetry import TelemetryCallback
+    from rle.tracking.logger import (
+        MLflowRunLogger,
+        check_reachable,
+        client_for,
+        create_run,
+        end_run,
+        log_params,
+        log_tags,
+    )
+
+    name = str(cfg.workload.name)
+    if name not in WORKLOADS:
+        raise ConfigError(f"Unknown workload {name!r}; valid choices: {', '.join(sorted(WORKLOADS))}.")
+    accelerator, devices, strategy = _trainer_plan(cfg.trainer)
+    location = paths.resolve_tracking(cfg.tracking.uri)
+    log.info("Tracking URI %s (from %s)", location.uri, location.reason)
+    check_reachable(location, float(cfg.tracking.connect_timeout_s))
+
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    intra_op = max(1, (os.cpu_count() or 1) // devices) if accelerator == "cpu" else None
+    workload = WORKLOADS[name](cfg, intra_op)
+
+    experiment_name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or str(cfg.tracking.experiment_name)
+    run_name = cfg.run_name or f"{name}-{devices}x{accelerator}"
+    tags = {
+        "workload": name,
+        "tracking.uri_reason": location.reason,
+        **_environment_tags(accelerator, devices),
+        **workload.tags,
+        **{str(k): str(v) for k, v in (cfg.tracking.tags or {}).items()},
+    }
+    experiment_id, run_id = create_run(location, experiment_name, str(run_name), tags)
+    log.info("MLflow run %s in experiment %r (%s)", run_id, experiment_name, experiment_id)
+    client = client_for(location)
+    status = "FAILED"
+    trainer: L.Trainer | None = None
+    try:
+        log_params(client, run_id, {**flatten_config(cfg), **workload.params})
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg_path = Path(tmp) / "train.yaml"
+            cfg_path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            client.log_artifact(run_id, str(cfg_path), artifact_path="config")
+        log_tags(client, run_id, {"trainer.strategy": strategy})
+
+        tc = cfg.trainer
+        trainer = L.Trainer(
+            accelerator=accelerator,
+            devices=devices,
+            strategy=strategy,
+            num_nodes=int(tc.num_nodes),
+            max_steps=int(tc.max_steps),
+            max_epochs=int(tc.max_epochs),
+            log_every_n_steps=int(tc.log_every_n_steps),
+            precision=tc.precision,
+            gradient_clip_val=tc.gradient_clip_val,
+            gradient_clip_algorithm=str(tc.gradient_clip_algorithm),
+            accumulate_grad_batches=int(tc.accumulate_grad_batches),
+            enable_progress_bar=bool(tc.enable_progress_bar),
+            deterministic=bool(tc.deterministic),
+            logger=MLflowRunLogger(location.uri, run_id, experiment_id),
+            callbacks=[TelemetryCallback(tokens_per_sample=workload.tokens_per_sample)],
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            default_root_dir=str(paths.project_root() / "outputs" / "lightning"),
+        )
+        trainer.fit(workload.module, datamodule=workload.datamodule)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except BaseException:
+        _log_traceback(client, run_id)
+        raise
+    finally:
+        if trainer is not None and trainer.interrupted:
+            status = "KILLED"
+        end_run(location, run_id, status)
+        log.info("MLflow run %s ended %s", run_id, status)
+    return RunResult(run_id, experiment_id, location.uri, status, int(trainer.global_step))
+
+
+def _log_traceback(client: Any, run_id: str) -> None:
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            p = Path(tmp) / "traceback.txt"
+            p.write_text(traceback.format_exc())
+            client.log_artifact(run_id, str(p), artifact_path="error")
+    except Exception:  # the original error matters more than a failed upload
+        log.exception("Could not upload the traceback of run %s", run_id)
+
+
+# --------------------------------------------------------------------------------------- entry point
+
+
+@hydra.main(version_base="1.3", config_path=str(paths.CONF_DIR), config_name="train")
+def _hydra_main(cfg: DictConfig) -> None:
+    try:
+        run_training(cfg)
+    except RLEError as e:
+        log.error("%s", e)
+        sys.exit(2)
+
+
+def main() -> None:
+    """Console entry point (``rle-train``)."""
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
