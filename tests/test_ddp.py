@@ -1,0 +1,27 @@
+"""2-process CPU DDP (gloo, ddp_spawn): exactly one run, grad_norm and loss on the same steps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from mlflow import MlflowClient
+from omegaconf import DictConfig
+
+from rle.paths import resolve_tracking
+from rle.train import run_training
+
+
+@pytest.mark.slow
+def test_two_process_cpu_ddp_is_one_run(tiny_cfg: Callable[..., DictConfig]) -> None:
+    result = run_training(tiny_cfg("trainer.devices=2", "trainer.max_steps=4"))
+    client = MlflowClient(resolve_tracking(None).uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["trainer.strategy"] == "ddp_spawn"
+    assert run.data.tags["trainer.devices"] == "2"
+    grad_steps = [m.step for m in client.get_metric_history(result.run_id, "train/grad_norm")]
+    loss_steps = [m.step for m in client.get_metric_history(result.run_id, "train/loss")]
+    assert grad_steps == loss_steps == [1, 2, 3, 4]
