@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rle-installed
 TRAIN_ARGS ?= workload=distilgpt2 trainer.devices=2 trainer.max_steps=20
 
-.PHONY: setup train test test-all lint bench clean-venv
+.PHONY: setup train test test-all lint ui clean-venv
 
 setup: $(STAMP)
 
@@ -41,3 +41,8 @@ lint: setup
 
 clean-venv:
 	rm -rf $(VENV)
+
+# MLflow UI on the local store, bound to 127.0.0.1 (http://127.0.0.1:5000)
+ui: setup
+	$(VENV)/bin/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlruns/mlflow.db" \
+	  --default-artifact-root "file://$(CURDIR)/mlruns/artifacts" --host 127.0.0.1 --port 5000

@@ -49,6 +49,7 @@ def test_tiny_run_is_one_finished_run_with_metrics_params_and_config(
     assert tags["workload"] == "distilgpt2_tiny"
     assert tags["model.init"] == "random"
     assert tags["tokenizer"] == "trained_local"
+    assert len(tags["mlflow.source.git.commit"]) == 40
     for t in ("host", "torch.version", "lightning.version", "mlflow.version", "device.cpu"):
         assert tags[t]
     assert [a.path for a in client.list_artifacts(run.info.run_id, "config")] == ["config/train.yaml"]

@@ -17,6 +17,7 @@ __all__ = [
     "DATA_DIR",
     "TrackingLocation",
     "project_root",
+    "source_root",
     "resolve_tracking",
 ]
 
@@ -46,6 +47,11 @@ def project_root() -> Path:
     if _IN_CHECKOUT:
         return _CHECKOUT_ROOT
     return Path.cwd().resolve()
+
+
+def source_root() -> Path | None:
+    """Return the checkout ``rle`` runs from (for the git commit tag), or ``None`` if installed."""
+    return _CHECKOUT_ROOT if _IN_CHECKOUT else None
 
 
 @dataclass(frozen=True)

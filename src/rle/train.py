@@ -206,7 +206,8 @@ def _environment_tags(accelerator: str, devices: int) -> dict[str, str]:
     if accelerator == "gpu":
         for i in range(devices):
             tags[f"device.gpu_{i}"] = torch.cuda.get_device_name(i)
-    commit = _git_commit(paths.project_root())
+    src = paths.source_root()
+    commit = _git_commit(src) if src is not None else None
     if commit:
         tags["mlflow.source.git.commit"] = commit
     return tags
