@@ -20,7 +20,9 @@ def _options(group: str) -> list[str]:
 @pytest.mark.parametrize(
     ("group", "option"), [(g, o) for g in GROUPS for o in _options(g)], ids=lambda v: str(v)
 )
-def test_every_option_composes(compose_cfg: Callable[..., DictConfig], group: str, option: str) -> None:
+def test_every_option_composes(
+    compose_cfg: Callable[..., DictConfig], group: str, option: str
+) -> None:
     cfg = compose_cfg(f"{group}={option}")
     assert set(cfg) >= {"workload", "data", "trainer", "tracking", "seed"}
     assert cfg.trainer.log_every_n_steps >= 1
@@ -30,7 +32,11 @@ def test_every_option_composes(compose_cfg: Callable[..., DictConfig], group: st
 def test_defaults_are_the_main_job(compose_cfg: Callable[..., DictConfig]) -> None:
     cfg = compose_cfg()
     assert cfg.workload.name == "distilgpt2"
-    assert (cfg.workload.model.n_layer, cfg.workload.model.n_head, cfg.workload.model.n_embd) == (6, 12, 768)
+    assert (cfg.workload.model.n_layer, cfg.workload.model.n_head, cfg.workload.model.n_embd) == (
+        6,
+        12,
+        768,
+    )
     assert cfg.workload.model.vocab_size == 50257
     assert cfg.trainer.log_every_n_steps == 1
     assert cfg.trainer.devices == 1
@@ -38,7 +44,9 @@ def test_defaults_are_the_main_job(compose_cfg: Callable[..., DictConfig]) -> No
 
 
 def test_unknown_workload_lists_choices(compose_cfg: Callable[..., DictConfig]) -> None:
-    with pytest.raises(MissingConfigException, match=r"(?s)Available options in 'workload'.*distilgpt2"):
+    with pytest.raises(
+        MissingConfigException, match=r"(?s)Available options in 'workload'.*distilgpt2"
+    ):
         compose_cfg("workload=nope")
 
 

@@ -124,7 +124,9 @@ def resolve_tracking(config_uri: str | None = None, root: Path | None = None) ->
             db = (root / db).resolve()
         db.parent.mkdir(parents=True, exist_ok=True)
         artifacts = (db.parent / "artifacts").resolve().as_uri()
-        return TrackingLocation(uri="sqlite:///" + db.as_posix(), artifact_location=artifacts, reason=reason)
+        return TrackingLocation(
+            uri="sqlite:///" + db.as_posix(), artifact_location=artifacts, reason=reason
+        )
     if uri.startswith(("postgresql", "mysql", "mssql")):
         return TrackingLocation(uri=uri, artifact_location=None, reason=reason)
     raise ConfigError(

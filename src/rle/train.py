@@ -89,7 +89,7 @@ def flatten_config(cfg: Mapping[str, Any] | DictConfig, prefix: str = "") -> dic
     out: dict[str, Any] = {}
     assert isinstance(container, Mapping)  # noqa: S101 (DictConfig always gives a mapping)
     for k, v in container.items():
-        key = f"{prefix}{k}"
+        key = f"{prefix}{k!s}"
         if isinstance(v, Mapping) and v:
             out.update(flatten_config(v, key + "."))
         else:
@@ -113,7 +113,11 @@ def _build_distilgpt2(cfg: DictConfig, intra_op_threads: int | None) -> Workload
         cache_dir,
     )
     dm = TextDataModule(
-        docs, bundle.tokenizer, int(cfg.data.block_size), int(cfg.data.batch_size), int(cfg.data.num_workers)
+        docs,
+        bundle.tokenizer,
+        int(cfg.data.block_size),
+        int(cfg.data.batch_size),
+        int(cfg.data.num_workers),
     )
     optim = cfg.workload.optim
     module = DistilGPT2Module(
@@ -169,7 +173,9 @@ def _trainer_plan(tcfg: DictConfig) -> tuple[str, int, str]:
     try:
         devices = int(tcfg.devices)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"trainer.devices must be a positive integer, got {tcfg.devices!r}.") from e
+        raise ConfigError(
+            f"trainer.devices must be a positive integer, got {tcfg.devices!r}."
+        ) from e
     if devices < 1:
         raise ConfigError(f"trainer.devices must be a positive integer, got {devices}.")
     available = torch.cuda.device_count() if on_gpu else (os.cpu_count() or 1)
@@ -228,7 +234,12 @@ def _git_commit(root: Path) -> str | None:
         return None
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
+            ["git", "rev-parse", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -272,7 +283,9 @@ def run_training(cfg: DictConfig) -> RunResult:
 
     name = str(cfg.workload.name)
     if name not in WORKLOADS:
-        raise ConfigError(f"Unknown workload {name!r}; valid choices: {', '.join(sorted(WORKLOADS))}.")
+        raise ConfigError(
+            f"Unknown workload {name!r}; valid choices: {', '.join(sorted(WORKLOADS))}."
+        )
     accelerator, devices, strategy = _trainer_plan(cfg.trainer)
     location = paths.resolve_tracking(cfg.tracking.uri)
     log.info("Tracking URI %s (from %s)", location.uri, location.reason)
@@ -379,7 +392,9 @@ def _override_error(argv: list[str]) -> str | None:
 
     if any(a in ("-m", "--multirun") for a in argv):
         return None
-    overrides = [a for a in argv if "=" in a and not a.startswith(("-", "hydra.", "+hydra", "~hydra"))]
+    overrides = [
+        a for a in argv if "=" in a and not a.startswith(("-", "hydra.", "+hydra", "~hydra"))
+    ]
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(paths.CONF_DIR), version_base="1.3"):

@@ -44,7 +44,9 @@ def test_file_stores_are_refused(tmp_path: Path, uri: str) -> None:
         resolve_tracking(uri, root=tmp_path)
 
 
-def test_unreachable_server_fails_fast_with_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_server_fails_fast_with_uri(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     uri = f"http://127.0.0.1:{_free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     with pytest.raises(TrackingError, match=uri.replace(".", r"\.")):

@@ -30,7 +30,10 @@ def test_jsonl_prompt_response_and_text(tmp_path: Path) -> None:
     ("content", "match"),
     [
         ('{"prompt": "p", "response": "r"}\n{"prompt": "p"\n', r"d\.jsonl:2: not valid JSON"),
-        ('{"prompt": "p", "response": "r"}\n{"question": "q"}\n', r"d\.jsonl:2: expected string fields"),
+        (
+            '{"prompt": "p", "response": "r"}\n{"question": "q"}\n',
+            r"d\.jsonl:2: expected string fields",
+        ),
         ("[1, 2]\n", r"d\.jsonl:1: expected a JSON object"),
         ("\n", "empty"),
     ],

@@ -35,16 +35,29 @@ def test_offline_fallback_builds_distilgpt2_architecture(
     docs = load_documents(None)
     with caplog.at_level(logging.WARNING, logger="rle.workloads.distilgpt2"):
         bundle = build_model_and_tokenizer(FULL, docs, 2000, tmp_path)
-    assert (bundle.model_init, bundle.tokenizer_kind, bundle.source) == ("random", "trained_local", "none")
+    assert (bundle.model_init, bundle.tokenizer_kind, bundle.source) == (
+        "random",
+        "trained_local",
+        "none",
+    )
     cfg = bundle.model.config
-    assert (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.vocab_size, cfg.n_positions) == (6, 12, 768, 50257, 1024)
+    assert (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.vocab_size, cfg.n_positions) == (
+        6,
+        12,
+        768,
+        50257,
+        1024,
+    )
     assert 81_000_000 < bundle.n_parameters < 83_000_000
     assert sum("random initialisation" in r.message for r in caplog.records) == 1
     ids = bundle.tokenizer.encode("### Instruction:\nExplain gradient descent.")
-    assert ids and max(ids) < 2000
+    assert ids
+    assert max(ids) < 2000
     assert bundle.tokenizer.eos_token_id is not None
     # the trained tokenizer is cached and deterministic
-    again = build_model_and_tokenizer({**FULL, "pretrained": False, "n_layer": 1}, docs, 2000, tmp_path)
+    again = build_model_and_tokenizer(
+        {**FULL, "pretrained": False, "n_layer": 1}, docs, 2000, tmp_path
+    )
     assert again.tokenizer.encode("### Instruction:\nExplain gradient descent.") == ids
     assert len(list(tmp_path.glob("bpe-*.json"))) == 1
 
@@ -60,7 +73,9 @@ def test_bad_model_path_is_a_config_error(tmp_path: Path) -> None:
 
 def test_inconsistent_architecture_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="divisible"):
-        build_model_and_tokenizer({**FULL, "pretrained": False, "n_embd": 10, "n_head": 3}, ["a b c"], 300, tmp_path)
+        build_model_and_tokenizer(
+            {**FULL, "pretrained": False, "n_embd": 10, "n_head": 3}, ["a b c"], 300, tmp_path
+        )
 
 
 @pytest.mark.network

@@ -17,9 +17,6 @@ class _TrainerLike(Protocol):
     @property
     def global_step(self) -> int: ...
 
-    @property
-    def log_every_n_steps(self) -> int: ...
-
 
 def current_step(trainer: _TrainerLike) -> int:
     """Return the step value under which metrics are logged now.
@@ -43,5 +40,5 @@ def should_log(trainer: _TrainerLike) -> bool:
         ``True`` when ``global_step`` is a positive multiple of ``trainer.log_every_n_steps``.
     """
     step = current_step(trainer)
-    every = max(1, int(trainer.log_every_n_steps))
+    every = max(1, int(getattr(trainer, "log_every_n_steps", 1)))
     return step > 0 and step % every == 0

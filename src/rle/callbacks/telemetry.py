@@ -24,7 +24,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from typing_extensions import override
 
 from rle.callbacks.steps import current_step, should_log
@@ -67,7 +67,9 @@ class TelemetryCallback(L.Callback):
         if stage != "fit":
             return
         if not trainer.loggers:
-            raise MisconfigurationException("TelemetryCallback needs a logger (rle passes MLflowRunLogger).")
+            raise MisconfigurationException(
+                "TelemetryCallback needs a logger (rle passes MLflowRunLogger)."
+            )
 
     @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -85,7 +87,12 @@ class TelemetryCallback(L.Callback):
 
     @override
     def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
     ) -> None:
         self._window_samples += _batch_size(batch)
         if not self._stepped:

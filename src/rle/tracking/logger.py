@@ -75,7 +75,9 @@ def check_reachable(location: TrackingLocation, timeout_s: float = 5.0) -> None:
         try:
             with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 (http(s) only)
                 if resp.status != 200:
-                    raise TrackingError(f"MLflow tracking server {location.uri} answered {resp.status} at /health.")
+                    raise TrackingError(
+                        f"MLflow tracking server {location.uri} answered {resp.status} at /health."
+                    )
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
             raise TrackingError(
                 f"Cannot reach the MLflow tracking server at {location.uri} ({e}). Start it (e.g. "
@@ -137,7 +139,9 @@ def create_run(
         exp_id = _experiment_id(client, experiment_name, location.artifact_location)
         run = client.create_run(exp_id, run_name=run_name, tags=dict(tags))
     except MlflowException as e:
-        raise TrackingError(f"The tracking store {location.uri} refused to create a run: {e}") from e
+        raise TrackingError(
+            f"The tracking store {location.uri} refused to create a run: {e}"
+        ) from e
     return exp_id, str(run.info.run_id)
 
 
@@ -229,7 +233,9 @@ class MLflowRunLogger(Logger):
             ValueError: If ``step`` is ``None``.
         """
         if step is None:
-            raise ValueError("MLflowRunLogger.log_metrics needs an explicit step (rle.callbacks.steps).")
+            raise ValueError(
+                "MLflowRunLogger.log_metrics needs an explicit step (rle.callbacks.steps)."
+            )
         from mlflow.entities import Metric
 
         ts_ms = int(time.time() * 1000)
@@ -238,7 +244,9 @@ class MLflowRunLogger(Logger):
             self.client.log_batch(self.run_id, metrics=chunk, synchronous=True)
 
     @rank_zero_only
-    def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+    def log_hyperparams(
+        self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any
+    ) -> None:
         """Log hyperparameters as params (``rle`` logs the resolved config itself at run start)."""
         items = vars(params) if isinstance(params, Namespace) else params
         if items:

@@ -1,0 +1,1 @@
+"""Workloads: LightningModules and their data (DistilGPT-2, synthetic load)."""

@@ -47,7 +47,7 @@ class _Encoder(Protocol):
 
 
 def format_example(prompt: str, response: str) -> str:
-    """Format one prompt/response pair as training text (an Alpaca-style template).
+    r"""Format one prompt/response pair as training text (an Alpaca-style template).
 
     Args:
         prompt: The instruction.
@@ -73,7 +73,9 @@ def _read_jsonl(path: Path) -> list[str]:
                     'be one JSON object: {"prompt": ..., "response": ...} or {"text": ...}.'
                 ) from e
             if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}.")
+                raise DataError(
+                    f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}."
+                )
             if isinstance(row.get("text"), str):
                 docs.append(row["text"])
             elif isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str):
@@ -91,7 +93,9 @@ def _read_jsonl(path: Path) -> list[str]:
 def _read_folder(path: Path, suffixes: Sequence[str]) -> list[str]:
     wanted = {s.lower() for s in suffixes}
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in wanted)
-    files = [p for p in files if not any(part.startswith(".") for part in p.relative_to(path).parts)]
+    files = [
+        p for p in files if not any(part.startswith(".") for part in p.relative_to(path).parts)
+    ]
     if not files:
         raise DataError(
             f"{path}: no text files found (looked for names ending in {sorted(wanted)}). "
@@ -207,7 +211,9 @@ class TextDataModule(L.LightningDataModule):
         if batch_size < 1:
             raise DataError(f"data.batch_size must be at least 1, got {batch_size}.")
         enc: _Encoder = tokenizer
-        self.blocks = make_blocks((enc.encode(d) for d in documents), int(tokenizer.eos_token_id), block_size)
+        self.blocks = make_blocks(
+            (enc.encode(d) for d in documents), int(tokenizer.eos_token_id), block_size
+        )
         self.block_size = block_size
         self.batch_size = batch_size
         self.num_workers = num_workers

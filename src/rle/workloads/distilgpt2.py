@@ -82,7 +82,10 @@ def hub_reachable(timeout_s: float = 3.0) -> bool:
         "TRANSFORMERS_OFFLINE", "0"
     ) not in ("", "0"):
         return False
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    host = (
+        urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+        or "huggingface.co"
+    )
     try:
         with socket.create_connection((host, 443), timeout=timeout_s):
             return True
@@ -110,14 +113,18 @@ def _try_pretrained(model_cfg: Mapping[str, Any]) -> tuple[PreTrainedModel, Any,
             model = AutoModelForCausalLM.from_pretrained(name, local_files_only=local_only)
         except (OSError, ValueError) as e:
             if source == "path":
-                raise ConfigError(f"Could not load a model from workload.model.path={name!r}: {e}") from e
+                raise ConfigError(
+                    f"Could not load a model from workload.model.path={name!r}: {e}"
+                ) from e
             log.debug("No pretrained %s from %s: %s", name, source, e)
             continue
         return model, tok, source
     return None
 
 
-def _train_tokenizer(corpus: Sequence[str], vocab_size: int, cache_dir: Path) -> PreTrainedTokenizerFast:
+def _train_tokenizer(
+    corpus: Sequence[str], vocab_size: int, cache_dir: Path
+) -> PreTrainedTokenizerFast:
     from tokenizers import ByteLevelBPETokenizer, Tokenizer
 
     digest = hashlib.sha256()
@@ -131,15 +138,23 @@ def _train_tokenizer(corpus: Sequence[str], vocab_size: int, cache_dir: Path) ->
     else:
         bpe = ByteLevelBPETokenizer()
         bpe.train_from_iterator(
-            corpus, vocab_size=vocab_size, min_frequency=2, special_tokens=[EOS_TOKEN], show_progress=False
+            corpus,
+            vocab_size=vocab_size,
+            min_frequency=2,
+            special_tokens=[EOS_TOKEN],
+            show_progress=False,
         )
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")
         bpe.save(str(tmp))
         tmp.replace(cache)
         tok = Tokenizer.from_file(str(cache))
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN, unk_token=EOS_TOKEN, pad_token=EOS_TOKEN
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=tok,
+        eos_token=EOS_TOKEN,
+        bos_token=EOS_TOKEN,
+        unk_token=EOS_TOKEN,
+        pad_token=EOS_TOKEN,
     )
 
 
@@ -181,7 +196,9 @@ def build_model_and_tokenizer(
         )
     n_embd, n_head = int(model_cfg["n_embd"]), int(model_cfg["n_head"])
     if n_embd % n_head:
-        raise ConfigError(f"workload.model.n_embd ({n_embd}) must be divisible by n_head ({n_head}).")
+        raise ConfigError(
+            f"workload.model.n_embd ({n_embd}) must be divisible by n_head ({n_head})."
+        )
     vocab_size = int(model_cfg["vocab_size"])
     tok = _train_tokenizer(corpus, min(tokenizer_vocab_size, vocab_size), cache_dir)
     config = GPT2Config(
@@ -244,13 +261,18 @@ class DistilGPT2Module(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Forward one batch and return its loss (a 0-d tensor)."""
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        out = self.model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            labels=batch["labels"],
+        )
         loss: torch.Tensor = out.loss
         return loss
 
     def configure_optimizers(self) -> Any:
         """AdamW (no decay on biases/LayerNorm) with a per-step linear warm-up/decay schedule."""
-        decay, no_decay = [], []
+        decay: list[torch.nn.Parameter] = []
+        no_decay: list[torch.nn.Parameter] = []
         for name, p in self.model.named_parameters():
             if not p.requires_grad:
                 continue
@@ -266,5 +288,8 @@ class DistilGPT2Module(L.LightningModule):
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(self.warmup_ratio * total)
-        scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)  # type: ignore[no-untyped-call]
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
