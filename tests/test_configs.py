@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from rle.paths import CONF_DIR
 
-GROUPS = ["workload", "data", "trainer", "tracking"]
+GROUPS = ["workload", "data", "trainer", "tracking", "telemetry"]
 
 
 def _options(group: str) -> list[str]:

@@ -1,9 +1,10 @@
-"""2-process CPU DDP (gloo, ddp_spawn): exactly one run, grad_norm and loss on the same steps."""
+"""2-process CPU DDP (gloo, ddp_spawn): exactly one run holding both ranks' training and telemetry."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from omegaconf import DictConfig
@@ -13,8 +14,10 @@ from rle.train import run_training
 
 
 @pytest.mark.slow
-def test_two_process_cpu_ddp_is_one_run(tiny_cfg: Callable[..., DictConfig]) -> None:
-    result = run_training(tiny_cfg("trainer.devices=2", "trainer.max_steps=4"))
+def test_two_process_cpu_ddp_is_one_run_with_both_ranks(tiny_cfg: Callable[..., DictConfig]) -> None:
+    result = run_training(
+        tiny_cfg("trainer.devices=2", "trainer.max_steps=6", "telemetry.sample_hz=10", "telemetry.cpu_power=estimated")
+    )
     client = MlflowClient(resolve_tracking(None).uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert len(runs) == 1
@@ -24,4 +27,12 @@ def test_two_process_cpu_ddp_is_one_run(tiny_cfg: Callable[..., DictConfig]) -> 
     assert run.data.tags["trainer.devices"] == "2"
     grad_steps = [m.step for m in client.get_metric_history(result.run_id, "train/grad_norm")]
     loss_steps = [m.step for m in client.get_metric_history(result.run_id, "train/loss")]
-    assert grad_steps == loss_steps == [1, 2, 3, 4]
+    assert grad_steps == loss_steps == [1, 2, 3, 4, 5, 6]
+    metrics = run.data.metrics
+    assert "system/rank_0/process_cpu_percentage" in metrics
+    assert "system/rank_1/process_cpu_percentage" in metrics
+    for key in [k for k in metrics if k.startswith(("system/", "rle/")) and not k.endswith("_mean")]:
+        assert set(m.step for m in client.get_metric_history(result.run_id, key)) <= set(grad_steps), key
+    frame = pd.read_parquet(client.download_artifacts(result.run_id, "telemetry/samples.parquet"))
+    assert set(frame["rank"]) == {0, 1}
+    assert run.data.tags["power_source.cpu"] == "estimated"

@@ -246,6 +246,39 @@ def _git_commit(root: Path) -> str | None:
     return out.stdout.strip() or None
 
 
+# ---------------------------------------------------------------------------------------- telemetry
+
+
+def _telemetry_callback(cfg: DictConfig, tokens_per_sample: int | None) -> Any:
+    """Build the :class:`~rle.callbacks.telemetry.TelemetryCallback` from ``cfg.telemetry``."""
+    from rle.callbacks.telemetry import TelemetryCallback
+
+    t = cfg.telemetry
+    mode = str(t.cpu_power)
+    if mode not in ("measured", "estimated"):
+        raise ConfigError(f"telemetry.cpu_power={mode!r} is not one of measured, estimated.")
+    sources: dict[str, Any] = {}
+    if bool(t.enabled):
+        container = OmegaConf.to_container(t.sources, resolve=True) or {}
+        assert isinstance(container, dict)  # noqa: S101 (a mapping node gives a dict)
+        sources = {str(k): v for k, v in container.items() if v}
+        if mode == "estimated":
+            sources["cpu_power_estimated"] = {
+                "_target_": "rle.telemetry.cpu.EstimatedCpuPowerSource",
+                "rated_w": float(t.cpu_rated_w),
+            }
+    rle_node = OmegaConf.to_container(t.rle, resolve=True)
+    assert isinstance(rle_node, dict)  # noqa: S101
+    return TelemetryCallback(
+        sources=sources,
+        sample_hz=float(t.sample_hz),
+        rle={str(k): v for k, v in rle_node.items()},
+        cpu_rated_w=None if t.cpu_rated_w is None else float(t.cpu_rated_w),
+        tokens_per_sample=tokens_per_sample,
+        write_artifacts=bool(t.write_artifacts),
+    )
+
+
 # ------------------------------------------------------------------------------------- run_training
 
 
@@ -270,7 +303,6 @@ def run_training(cfg: DictConfig) -> RunResult:
     """
     import lightning as L
 
-    from rle.callbacks.telemetry import TelemetryCallback
     from rle.tracking.logger import (
         MLflowRunLogger,
         check_reachable,
@@ -295,6 +327,8 @@ def run_training(cfg: DictConfig) -> RunResult:
     intra_op = max(1, (os.cpu_count() or 1) // devices) if accelerator == "cpu" else None
     workload = WORKLOADS[name](cfg, intra_op)
 
+    telemetry = _telemetry_callback(cfg, workload.tokens_per_sample)  # validates before the run exists
+
     experiment_name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or str(cfg.tracking.experiment_name)
     run_name = cfg.run_name or f"{name}-{devices}x{accelerator}"
     tags = {
@@ -304,7 +338,14 @@ def run_training(cfg: DictConfig) -> RunResult:
         **workload.tags,
         **{str(k): str(v) for k, v in (cfg.tracking.tags or {}).items()},
     }
+    from rle.tracking.sweep import job_overrides, parent_run_for_job
+
+    sweep = parent_run_for_job()
+    if sweep is not None:
+        tags.update({"mlflow.parentRunId": sweep[0], "rle.sweep_id": sweep[1], "rle.role": "sweep_child"})
+        tags["rle.overrides"] = " ".join(job_overrides())[:5000]
     experiment_id, run_id = create_run(location, experiment_name, str(run_name), tags)
+
     log.info("MLflow run %s in experiment %r (%s)", run_id, experiment_name, experiment_id)
     client = client_for(location)
     status = "FAILED"
@@ -333,7 +374,7 @@ def run_training(cfg: DictConfig) -> RunResult:
             enable_progress_bar=bool(tc.enable_progress_bar),
             deterministic=bool(tc.deterministic),
             logger=MLflowRunLogger(location.uri, run_id, experiment_id),
-            callbacks=[TelemetryCallback(tokens_per_sample=workload.tokens_per_sample)],
+            callbacks=[telemetry],
             enable_checkpointing=False,
             enable_model_summary=False,
             num_sanity_val_steps=0,
@@ -368,11 +409,21 @@ def _log_traceback(client: Any, run_id: str) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(paths.CONF_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         run_training(cfg)
     except RLEError as e:
         log.error("%s", e)
-        sys.exit(2)
+        if not multirun:
+            sys.exit(2)
+    except Exception:
+        if not multirun:
+            raise
+        # the job's run is already FAILED with its traceback; the sweep goes on
+        log.exception("Job failed; the sweep goes on")
 
 
 def _override_error(argv: list[str]) -> str | None:

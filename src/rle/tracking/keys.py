@@ -9,9 +9,11 @@ training dynamics under ``train/``. Units are part of the names (MLflow's spelli
 from __future__ import annotations
 
 __all__ = [
+    "TRAIN_ENERGY_JOULES_PER_STEP",
     "TRAIN_GRAD_NORM",
     "TRAIN_LOSS",
     "TRAIN_LR",
+    "TRAIN_SAMPLES_PER_JOULE",
     "TRAIN_SAMPLES_PER_SECOND",
     "TRAIN_TOKENS_PER_SECOND",
     "SYNTHETIC_DUTY_CYCLE_ACHIEVED",
@@ -26,6 +28,17 @@ __all__ = [
     "rank_quantity",
     "temp_source_tag",
     "unavailable_reason_tag",
+    # imported recordings (rle.ingest)
+    "SAMPLES_ARTIFACT",
+    "TAG_CONTENT_SHA256",
+    "TAG_LEGACY_FORMAT",
+    "TAG_PROFILE",
+    "TAG_SEGMENT",
+    "TAG_SOURCE",
+    "TAG_STEP_KIND",
+    "legacy_column_key",
+    "profile_rle_key",
+    "recompute_error_key",
 ]
 
 TRAIN_LOSS = "train/loss"
@@ -38,6 +51,10 @@ TRAIN_SAMPLES_PER_SECOND = "train/samples_per_second"
 """Training samples per second over the logging window, all ranks together."""
 TRAIN_TOKENS_PER_SECOND = "train/tokens_per_second"
 """Training tokens per second over the logging window, all ranks together."""
+TRAIN_ENERGY_JOULES_PER_STEP = "train/energy_joules_per_step"
+"""Energy of all measured devices (counter deltas) over the window, per optimizer step, J."""
+TRAIN_SAMPLES_PER_JOULE = "train/samples_per_joule"
+"""Training samples (all ranks) per joule of measured device energy over the window."""
 SYNTHETIC_INTENSITY_TARGET = "synthetic/intensity_target"
 """Commanded duty cycle of the synthetic load in the step's period (fraction 0..1)."""
 SYNTHETIC_DUTY_CYCLE_ACHIEVED = "synthetic/duty_cycle_achieved"
@@ -137,3 +154,88 @@ def rank_quantity(rank: int, quantity: str) -> str:
         ``"rank_<rank>/<quantity>"``.
     """
     return f"rank_{rank}/{quantity}"
+
+
+# --- imported recordings (written by rle.ingest, read by the evaluation) ----------------------
+
+SAMPLES_ARTIFACT = "telemetry/samples.parquet"
+"""Run artifact holding the raw samples of an imported recording (one table per run)."""
+TAG_SOURCE = "rle.source"
+"""Run tag: where the data came from (``rle_lab_v03``, ``rle_lab_v03_old``, ``rle_lab_v2``, ``rle_lab_joint``)."""
+TAG_PROFILE = "rle.profile"
+"""Run tag: the metric profile of the run's ``rle/`` values (``legacy_v03``, ``legacy_v2``, ``default``)."""
+TAG_LEGACY_FORMAT = "rle.legacy_format"
+"""Run tag: format of the imported file (``v03``, ``v03_old``, ``v2``)."""
+TAG_CONTENT_SHA256 = "rle.content_sha256"
+"""Run tag: SHA-256 of the imported file (or bundle); re-imports are found by it."""
+TAG_SEGMENT = "rle.segment"
+"""Run tag: index of the recording segment within the imported file."""
+TAG_STEP_KIND = "step.kind"
+"""Run tag: what the metric step counts (``sample_index`` for imported telemetry)."""
+
+_LEGACY_RLE_NAMES = {
+    "rle_raw": "rle_raw",
+    "rle_smoothed": "rle_smoothed",
+    "rle_norm": "rle_norm",
+    "rolling_peak": "rolling_peak",
+    "collapse": "collapse",
+    "a_load": "a_load",
+    "E_th": "e_th",
+    "E_pw": "e_pw",
+    "t_sustain_s": "t_sustain_seconds",
+}
+
+
+def legacy_column_key(device: str, column: str) -> str | None:
+    """Return our metric key for a column of the RLE lab's CSVs (``rle-metric.md`` §5 mapping).
+
+    Args:
+        device: ``"gpu_<i>"`` or ``"cpu"``.
+        column: Legacy column name (``rle_smoothed``, ``E_th``, ``util_pct``, ``fan_pct``, ...).
+
+    Returns:
+        The key, or ``None`` for columns kept only in the attached original file.
+    """
+    if column in _LEGACY_RLE_NAMES:
+        return rle_key(device, _LEGACY_RLE_NAMES[column])
+    gpu = device.startswith("gpu_")
+    names = {
+        "util_pct": (f"{device}_utilization_percentage", "cpu_utilization_percentage"),
+        "temp_c": (f"{device}_temperature_celsius", "cpu_package_temperature_celsius"),
+        "power_w": (f"{device}_power_usage_watts", "cpu_package_power_watts"),
+        "fan_pct": (f"{device}_fan_speed_percentage", None),
+        "gpu_fan_pct": (f"{device}_fan_speed_percentage", None),
+        "gpu_clock_mhz": (f"{device}_graphics_clock_megahertz", None),
+    }
+    pair = names.get(column)
+    if pair is None:
+        return None
+    name = pair[0] if gpu else pair[1]
+    return system_key(name) if name else None
+
+
+def profile_rle_key(profile: str, device: str, name: str) -> str:
+    """Return the key of an RLE term computed with another profile beside a run's own values.
+
+    Args:
+        profile: Profile name, e.g. ``"default"`` for the corrected metric of an import.
+        device: ``"cpu"`` or ``"gpu_<i>"``.
+        name: Term name as in :func:`rle_key`.
+
+    Returns:
+        ``"rle_<profile>/<device>/<name>"``.
+    """
+    return f"rle_{profile}/{device}/{name}"
+
+
+def recompute_error_key(device: str, name: str) -> str:
+    """Return the key of the largest deviation of a recomputed legacy column from the stored one.
+
+    Args:
+        device: ``"cpu"`` or ``"gpu_<i>"``.
+        name: Term name as in :func:`rle_key` (``rle_smoothed``, ``e_th``, ...).
+
+    Returns:
+        ``"import/<device>/<name>_max_abs_error"``.
+    """
+    return f"import/{device}/{name}_max_abs_error"
