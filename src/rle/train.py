@@ -146,9 +146,18 @@ def _build_distilgpt2(cfg: DictConfig, intra_op_threads: int | None) -> Workload
     )
 
 
+def _build_synthetic(cfg: DictConfig, intra_op_threads: int | None) -> Workload:
+    from rle.workloads.synthetic import build_synthetic_workload
+
+    return build_synthetic_workload(cfg, intra_op_threads)
+
+
 WORKLOADS: dict[str, Callable[[DictConfig, int | None], Workload]] = {
     "distilgpt2": _build_distilgpt2,
     "distilgpt2_tiny": _build_distilgpt2,
+    "synthetic": _build_synthetic,
+    "synthetic_cpu": _build_synthetic,
+    "synthetic_gpu": _build_synthetic,
 }
 """Workload builders by ``workload.name``."""
 
@@ -359,12 +368,15 @@ def run_training(cfg: DictConfig) -> RunResult:
         log_tags(client, run_id, {"trainer.strategy": strategy})
 
         tc = cfg.trainer
+        # a workload with a duration of its own (synthetic duration_s) sets the step count
+        duration_steps = getattr(workload.module, "steps_for_duration", None)
+        max_steps = int(duration_steps) if duration_steps else int(tc.max_steps)
         trainer = L.Trainer(
             accelerator=accelerator,
             devices=devices,
             strategy=strategy,
             num_nodes=int(tc.num_nodes),
-            max_steps=int(tc.max_steps),
+            max_steps=max_steps,
             max_epochs=int(tc.max_epochs),
             log_every_n_steps=int(tc.log_every_n_steps),
             precision=tc.precision,
