@@ -39,6 +39,20 @@ __all__ = [
     "legacy_column_key",
     "profile_rle_key",
     "recompute_error_key",
+    # reader side (rle.tracking.reader, rle.evaluate)
+    "EVENTS_ARTIFACT",
+    "ROLE_EVALUATION",
+    "ROLE_SWEEP_CHILD",
+    "ROLE_SWEEP_PARENT",
+    "TAG_KIND",
+    "TAG_PARENT_RUN_ID",
+    "TAG_ROLE",
+    "TAG_SWEEP_ID",
+    "TAG_WORKLOAD",
+    "TRAIN_KEYS_FOR_EVALUATION",
+    "device_quantity_keys",
+    "split_rle_key",
+    "split_system_key",
 ]
 
 TRAIN_LOSS = "train/loss"
@@ -239,3 +253,114 @@ def recompute_error_key(device: str, name: str) -> str:
         ``"import/<device>/<name>_max_abs_error"``.
     """
     return f"import/{device}/{name}_max_abs_error"
+
+
+# --- reader side (rle.tracking.reader, rle.evaluate) ------------------------------------------
+
+EVENTS_ARTIFACT = "telemetry/events.jsonl"
+"""Run artifact listing the collapse events of a training run (one JSON object per line)."""
+TAG_WORKLOAD = "workload"
+"""Run tag: the workload name (``distilgpt2``, ``synthetic``, ...); the default fingerprint group."""
+TAG_ROLE = "rle.role"
+"""Run tag: ``sweep_parent``, ``sweep_child`` or ``evaluation``."""
+TAG_KIND = "rle.kind"
+"""Run tag: what kind of run this is (``evaluation`` for the runs ``rle.evaluate`` writes)."""
+TAG_PARENT_RUN_ID = "mlflow.parentRunId"
+"""Run tag (MLflow's own): the parent run of a sweep child."""
+TAG_SWEEP_ID = "rle.sweep_id"
+"""Run tag: id of the Hydra multirun a parent or child belongs to."""
+ROLE_SWEEP_PARENT = "sweep_parent"
+"""Value of :data:`TAG_ROLE` on a sweep's parent run."""
+ROLE_SWEEP_CHILD = "sweep_child"
+"""Value of :data:`TAG_ROLE` on a sweep's child runs."""
+ROLE_EVALUATION = "evaluation"
+"""Value of :data:`TAG_ROLE` (and :data:`TAG_KIND`) on an evaluation run."""
+
+TRAIN_KEYS_FOR_EVALUATION: tuple[str, ...] = (
+    TRAIN_LOSS,
+    TRAIN_GRAD_NORM,
+    TRAIN_SAMPLES_PER_SECOND,
+    TRAIN_TOKENS_PER_SECOND,
+    TRAIN_ENERGY_JOULES_PER_STEP,
+)
+"""``train/`` keys the evaluation reads from the metric histories."""
+
+_DEVICE_QUANTITIES_GPU = {
+    "util_pct": "utilization_percentage",
+    "power_w": "power_usage_watts",
+    "temp_c": "temperature_celsius",
+    "sm_clock_megahertz": "sm_clock_megahertz",
+    "energy_joules": "energy_joules",
+    "throttle_reasons": "throttle_reasons",
+}
+_DEVICE_QUANTITIES_CPU = {
+    "util_pct": "cpu_utilization_percentage",
+    "power_w": "cpu_package_power_watts",
+    "temp_c": "cpu_package_temperature_celsius",
+    "energy_joules": "cpu_package_energy_joules",
+}
+_RLE_TERMS_FOR_EVALUATION = {"rle_smoothed": "rle_smoothed", "collapse": "collapse"}
+
+
+def device_quantity_keys(device: str) -> dict[str, str]:
+    """Return the step-level metric keys that stand in for a device's sample columns.
+
+    Runs without a ``telemetry/samples.parquet`` artifact are evaluated from their ``system/``
+    and ``rle/`` window values; this maps the evaluation's device-neutral column names to them.
+
+    Args:
+        device: ``"cpu"`` or ``"gpu_<i>"``.
+
+    Returns:
+        ``{column: key}``, e.g. ``{"power_w": "system/gpu_0_power_usage_watts",
+        "rle_smoothed": "rle/gpu_0/rle_smoothed", ...}``. Columns ``util_pct`` (%), ``power_w``
+        (W), ``temp_c`` (°C), ``energy_joules`` (J, window delta), ``sm_clock_megahertz`` (MHz,
+        GPUs), ``throttle_reasons`` (bitmask, GPUs), ``rle_smoothed`` (1), ``collapse`` (0/1).
+    """
+    if device.startswith("gpu_"):
+        out = {c: system_key(f"{device}_{q}") for c, q in _DEVICE_QUANTITIES_GPU.items()}
+    else:
+        out = {c: system_key(q) for c, q in _DEVICE_QUANTITIES_CPU.items()}
+    out.update({c: rle_key(device, t) for c, t in _RLE_TERMS_FOR_EVALUATION.items()})
+    return out
+
+
+def split_rle_key(key: str) -> tuple[str, str] | None:
+    """Split an RLE key into device and term (the inverse of :func:`rle_key`).
+
+    Args:
+        key: A metric key, e.g. ``"rle/gpu_0/rle_smoothed"``.
+
+    Returns:
+        ``(device, term)``, or ``None`` if ``key`` is not an ``rle/<device>/<term>`` key.
+    """
+    parts = key.split("/")
+    if len(parts) != 3 or parts[0] != "rle" or not parts[1] or not parts[2]:
+        return None
+    return parts[1], parts[2]
+
+
+def split_system_key(key: str) -> tuple[str, str] | None:
+    """Split a per-device telemetry key into device and quantity.
+
+    Args:
+        key: A metric key, e.g. ``"system/gpu_0_power_usage_watts"`` or
+            ``"system/cpu_package_power_watts"``.
+
+    Returns:
+        ``("gpu_0", "power_usage_watts")`` / ``("cpu", "package_power_watts")``, or ``None`` for
+        keys that belong to no device (memory, per-rank process readings, overhead).
+    """
+    if not key.startswith("system/"):
+        return None
+    name = key.removeprefix("system/")
+    if "/" in name:
+        return None
+    if name.startswith("gpu_"):
+        index, _, quantity = name.removeprefix("gpu_").partition("_")
+        if index.isdigit() and quantity:
+            return f"gpu_{index}", quantity
+        return None
+    if name.startswith("cpu_"):
+        return "cpu", name.removeprefix("cpu_")
+    return None
