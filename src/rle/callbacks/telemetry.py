@@ -189,7 +189,7 @@ class TelemetryCallback(L.Callback):
         for name, reason in extra_unavailable.items():
             self._built.unavailable[name] = reason
         self._aggregator = WindowAggregator()
-        self._sampler = Sampler(list(self._built.sources.values()), sample_hz=self.sample_hz)
+        self._sampler = Sampler(list(self._built.sources.values()), sample_hz=self.sample_hz, join_timeout_s=2.0)
         self._sampler.start()
 
     @override
@@ -228,8 +228,9 @@ class TelemetryCallback(L.Callback):
         # period has one), then the last partial window is gathered for the artifact and summaries
         if self._sampler is not None:
             self._sampler.stop()
-            self._sampler.set_step(current_step(trainer))
-            self._sampler.sample_now()
+            if not self._sampler.is_running:  # a hung source keeps its thread: no closing sample
+                self._sampler.set_step(current_step(trainer))
+                self._sampler.sample_now()
         merged = self._collect(trainer, final=True)
         if trainer.is_global_zero:
             if merged is not None:
