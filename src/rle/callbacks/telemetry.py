@@ -370,7 +370,7 @@ class TelemetryCallback(L.Callback):
         self._overhead_s = 0.0
         self._last_logged_step = step
         self._window_samples = 0
-        self._window_start_s = time.perf_counter()
+        self._window_start_s = t0  # the next window includes this step's logging time
 
     # ------------------------------------------------------------------------------ tags, end
 
