@@ -117,7 +117,7 @@ class MLflowSweepCallback(Callback):
             row: dict[str, Any] = {"run_id": c.info.run_id, "status": c.info.status}
             for key in swept:
                 row[key] = _param_value(c.data.params.get(key))
-            row.update(_responses(c.data.metrics))
+            row.update(_responses(_run_means(client, c.info.run_id, c.data.metrics)))
             rows.append(row)
         if rows:
             _log_response_curve(client, self.parent_run_id, rows, swept)
@@ -157,6 +157,20 @@ def job_overrides() -> list[str]:
 def _is_sweep_value(value: str) -> bool:
     """Whether an override value sweeps (``a,b``, ``range(...)``, ``choice(...)``, ``interval(...)``)."""
     return "," in value or bool(re.match(r"^(range|choice|interval|glob)\(", value))
+
+
+_PER_STEP = re.compile(r"^(system/(cpu|gpu_\d+)_utilization_percentage|synthetic/duty_cycle_achieved)$")
+
+
+def _run_means(client: Any, run_id: str, latest: Mapping[str, float]) -> dict[str, float]:
+    """Latest values, except per-step series used as responses: their mean over the run."""
+    out = dict(latest)
+    for key in latest:
+        if _PER_STEP.match(key):
+            values = [m.value for m in client.get_metric_history(run_id, key) if math.isfinite(m.value)]
+            if values:
+                out[key] = sum(values) / len(values)
+    return out
 
 
 def _param_value(value: str | None) -> Any:
