@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from mlflow import MlflowClient
 
 from rle.paths import resolve_tracking
@@ -73,3 +74,25 @@ def test_responses_are_nan_safe_and_sum_devices() -> None:
     assert r["rle_mean"] != r["rle_mean"]  # NaN
     frame = response_curve([{"x": 2.0, "run_id": "b"}, {"x": 1.0, "run_id": "a"}], ["x"])
     assert list(frame["run_id"]) == ["a", "b"]
+
+
+@pytest.mark.slow
+def test_ddp_inside_a_multirun() -> None:
+    overrides = [o for o in TINY if not o.startswith("telemetry.cpu_power")]
+    out = subprocess.run(
+        [sys.executable, "-m", "rle.train", "-m", *overrides, "trainer.devices=2", "seed=1,2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    client = MlflowClient(resolve_tracking(None).uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    children = [r for r in runs if r.data.tags.get("rle.role") == "sweep_child"]
+    assert len(children) == 2
+    assert all(c.info.status == "FINISHED" and c.data.tags["trainer.strategy"] == "ddp_spawn" for c in children)
+    for c in children:  # both ranks' samples are in each child's one run
+        frame = pd.read_parquet(client.download_artifacts(c.info.run_id, "telemetry/samples.parquet"))
+        assert set(frame["rank"]) == {0, 1}
