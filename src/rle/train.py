@@ -13,10 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import re
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,7 +30,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from rle import paths
-from rle.errors import ConfigError, RLEError
+from rle.errors import ConfigError, RLEError, TrackingError
 
 __all__ = ["RunResult", "Workload", "flatten_config", "main", "run_training"]
 
@@ -288,6 +291,199 @@ def _telemetry_callback(cfg: DictConfig, tokens_per_sample: int | None) -> Any:
     )
 
 
+# ------------------------------------------------------------------------------------- validation
+
+_PRECISIONS = (
+    "16-true",
+    "16-mixed",
+    "bf16-true",
+    "bf16-mixed",
+    "32-true",
+    "64-true",
+    "transformer-engine",
+    "transformer-engine-float16",
+    "16",
+    "32",
+    "64",
+    "bf16",
+)
+"""``trainer.precision`` values Lightning accepts."""
+
+
+def _int_at_least(value: Any, key: str, minimum: int, extra: tuple[int, ...] = ()) -> int:
+    """``value`` as an int >= ``minimum`` (or one of ``extra``), else a ConfigError naming ``key``."""
+    also = f" (or {', '.join(map(str, extra))})" if extra else ""
+    message = f"{key}={value!r} must be an integer >= {minimum}{also}."
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ConfigError(message)
+    try:
+        number = int(value)
+    except ValueError as e:
+        raise ConfigError(message) from e
+    if number < minimum and number not in extra:
+        raise ConfigError(message)
+    return number
+
+
+def _seconds(value: Any, key: str, *, positive: bool) -> float:
+    """``value`` as seconds (> 0, or >= 0), else a ConfigError naming ``key``."""
+    bound = "> 0" if positive else ">= 0"
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{key}={value!r} must be a number of seconds {bound}.") from e
+    if not (seconds > 0 if positive else seconds >= 0):  # NaN fails both
+        raise ConfigError(f"{key}={value!r} must be a number of seconds {bound}.")
+    return seconds
+
+
+def _validate_config(cfg: DictConfig) -> None:
+    """Check the values that would otherwise fail late (after the run exists) or obscurely.
+
+    Raises:
+        rle.errors.ConfigError: Naming the key, the bad value and what is allowed.
+    """
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    _int_at_least(cfg.get("seed"), "seed", 0)
+    tc = cfg.trainer
+    _int_at_least(tc.max_steps, "trainer.max_steps", 1, extra=(-1,))
+    _int_at_least(tc.max_epochs, "trainer.max_epochs", 1, extra=(-1,))
+    _int_at_least(tc.log_every_n_steps, "trainer.log_every_n_steps", 1)
+    _int_at_least(tc.accumulate_grad_batches, "trainer.accumulate_grad_batches", 1)
+    _int_at_least(tc.num_nodes, "trainer.num_nodes", 1)
+    if str(tc.precision) not in _PRECISIONS:
+        raise ConfigError(
+            f"trainer.precision={tc.precision!r} is not one of {', '.join(_PRECISIONS)}."
+        )
+    clip = tc.get("gradient_clip_val")
+    if clip is not None and (
+        isinstance(clip, bool) or not isinstance(clip, int | float) or clip < 0
+    ):
+        raise ConfigError(f"trainer.gradient_clip_val={clip!r} must be null or a number >= 0.")
+    if str(tc.get("gradient_clip_algorithm", "norm")) not in ("norm", "value"):
+        raise ConfigError(
+            f"trainer.gradient_clip_algorithm={tc.gradient_clip_algorithm!r} is not one of norm, value."
+        )
+    strategies = ["auto", *StrategyRegistry.available_strategies()]
+    if str(tc.strategy) not in strategies:
+        raise ConfigError(
+            f"trainer.strategy={tc.strategy!r} is not a Lightning strategy; choose one of "
+            f"{', '.join(strategies)}."
+        )
+    data = cfg.get("data")
+    if isinstance(data, DictConfig):
+        if "num_workers" in data:
+            _int_at_least(data.num_workers, "data.num_workers", 0)
+        if "batch_size" in data:
+            _int_at_least(data.batch_size, "data.batch_size", 1)
+        if "block_size" in data:
+            _int_at_least(data.block_size, "data.block_size", 2)
+    t = cfg.tracking
+    _seconds(t.connect_timeout_s, "tracking.connect_timeout_s", positive=True)
+    if "flush_interval_s" in t:
+        _seconds(t.flush_interval_s, "tracking.flush_interval_s", positive=True)
+    if "drain_timeout_s" in t:
+        _seconds(t.drain_timeout_s, "tracking.drain_timeout_s", positive=False)
+    if "http_timeout_s" in t:
+        _seconds(t.http_timeout_s, "tracking.http_timeout_s", positive=True)
+    if "http_max_retries" in t:
+        _int_at_least(t.http_max_retries, "tracking.http_max_retries", 0)
+    pattern = t.get("secret_pattern")
+    if pattern is not None:
+        try:
+            re.compile(str(pattern))
+        except re.error as e:
+            raise ConfigError(
+                f"tracking.secret_pattern={pattern!r} is not a valid regular expression ({e})."
+            ) from e
+
+
+def _validate_context(cfg: DictConfig) -> None:
+    """A token workload's blocks must fit the model's context (else an IndexError mid-step).
+
+    Raises:
+        rle.errors.ConfigError: If ``data.block_size`` exceeds ``workload.model.n_positions``.
+    """
+    data, model = cfg.get("data"), cfg.workload.get("model")
+    if not isinstance(data, DictConfig) or not isinstance(model, DictConfig):
+        return
+    block, limit = data.get("block_size"), model.get("n_positions")
+    if isinstance(block, int) and isinstance(limit, int) and block > limit:
+        raise ConfigError(
+            f"data.block_size={block} is longer than the model's context "
+            f"(workload.model.n_positions={limit}); use data.block_size<={limit}."
+        )
+
+
+# ------------------------------------------------------------------------------------- signals
+
+
+class _Preemption:
+    """SIGTERM/SIGINT while the run is open: stop training, flush, end the run ``KILLED``.
+
+    The first signal during ``fit`` asks the trainer to stop after the current step
+    (``trainer.should_stop``; on SIGTERM Lightning's own handler also raises its SIGTERM exit at
+    the next batch end), so callbacks finish and the logger flushes normally; a second signal, or
+    one before ``fit``, interrupts at once (``KeyboardInterrupt``). While the run is being ended,
+    a signal only cuts the wait for the tracking store short (what is not sent stays spooled).
+    The process then exits with ``128 + signal number``.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.trainer: Any = None
+        self.finishing = False
+        self._abort = False
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        """Install the handlers (main thread only; elsewhere signals stay as they are)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for s in self.SIGNALS:
+            self._previous[s] = signal.signal(s, self._handle)
+
+    def restore(self) -> None:
+        """Put back the handlers found by :meth:`install`."""
+        for s, handler in self._previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+    def abort_requested(self) -> bool:
+        """Whether a signal arrived while the run was being ended."""
+        return self._abort
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.finishing:
+            self._abort = True
+            log.warning(
+                "Received %s while ending the run: no more waiting for the tracking store.", name
+            )
+            return
+        first = self.signum is None
+        if first:
+            self.signum = signum
+        if first and self.trainer is not None:
+            log.warning(
+                "Received %s: stopping after the current step; the run ends KILLED once its "
+                "metrics are flushed (send it again to interrupt at once).",
+                name,
+            )
+            self.trainer.should_stop = True
+            return
+        log.warning("Received %s: interrupting.", name)
+        raise KeyboardInterrupt(name)
+
+
+def _config_yaml(cfg: DictConfig, redactor: Any) -> str:
+    """The resolved config as YAML, secrets redacted."""
+    return OmegaConf.to_yaml(redactor.tree(OmegaConf.to_container(cfg, resolve=True)))
+
+
 # ------------------------------------------------------------------------------------- run_training
 
 
@@ -296,8 +492,16 @@ def run_training(cfg: DictConfig) -> RunResult:
 
     Steps: validate the config; resolve and probe the tracking store (fail fast, before any
     training); build the workload; create the run with tags, flattened params and the resolved
-    config (``config/train.yaml``); fit with Lightning; end the run ``FINISHED``, or ``FAILED``
-    (traceback in ``error/traceback.txt``) / ``KILLED`` (interrupt) and re-raise.
+    config (``config/train.yaml``), secrets redacted (``tracking.secret_pattern``); fit with
+    Lightning; end the run ``FINISHED``, or ``FAILED`` (traceback in ``error/traceback.txt``) /
+    ``KILLED`` (interrupt) and re-raise.
+
+    Everything after the run is created goes through :class:`~rle.tracking.logger.MLflowRunLogger`
+    (background sender, on-disk spool): training never waits for the store. At the end the run
+    waits up to ``tracking.drain_timeout_s`` for the store, then leaves what is unsent in
+    ``outputs/spool/<run_id>`` and logs the ``python -m rle.sync`` command that replays it.
+    SIGTERM/SIGINT stop training after the current step, flush, end the run ``KILLED`` and exit
+    with ``128 + signal``.
 
     Args:
         cfg: The composed ``conf/train.yaml`` config.
@@ -307,39 +511,56 @@ def run_training(cfg: DictConfig) -> RunResult:
 
     Raises:
         rle.errors.ConfigError: On an unknown workload, impossible device request or bad value.
-        rle.errors.TrackingError: If the tracking store cannot be reached.
+        rle.errors.TrackingError: If the tracking store cannot be reached or created.
         rle.errors.DataError: If the training data is missing or malformed.
+        SystemExit: ``128 + signal number`` after a SIGTERM/SIGINT (the run ended ``KILLED``).
     """
     import lightning as L
 
     from rle.tracking.logger import (
         MLflowRunLogger,
         check_reachable,
-        client_for,
         create_run,
-        end_run,
         log_params,
         log_tags,
     )
+    from rle.tracking.redact import Redactor
+    from rle.tracking.spool import configure_http_retries
 
     name = str(cfg.workload.name)
     if name not in WORKLOADS:
         raise ConfigError(
             f"Unknown workload {name!r}; valid choices: {', '.join(sorted(WORKLOADS))}."
         )
+    _validate_config(cfg)
     accelerator, devices, strategy = _trainer_plan(cfg.trainer)
-    location = paths.resolve_tracking(cfg.tracking.uri)
-    log.info("Tracking URI %s (from %s)", location.uri, location.reason)
-    check_reachable(location, float(cfg.tracking.connect_timeout_s))
+    tracking = cfg.tracking
+    secret_pattern = tracking.get("secret_pattern")
+    redactor = Redactor(secret_pattern)
+    try:
+        location = paths.resolve_tracking(tracking.uri)
+    except OSError as e:  # the folder of a SQLite store cannot be created
+        raise TrackingError(f"Cannot create the local tracking store ({e}).") from e
+    log.info("Tracking URI %s (from %s)", redactor.text(location.uri), location.reason)
+    configure_http_retries(
+        int(tracking.get("http_max_retries", 0)), float(tracking.get("http_timeout_s", 10))
+    )
+    check_reachable(location, float(tracking.connect_timeout_s))
+    _validate_context(cfg)
 
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     intra_op = max(1, (os.cpu_count() or 1) // devices) if accelerator == "cpu" else None
     workload = WORKLOADS[name](cfg, intra_op)
 
-    telemetry = _telemetry_callback(cfg, workload.tokens_per_sample)  # validates before the run exists
+    try:  # validates before the run exists
+        telemetry = _telemetry_callback(cfg, workload.tokens_per_sample)
+    except ValueError as e:
+        if isinstance(e, RLEError):
+            raise
+        raise ConfigError(str(e)) from e
 
     experiment_name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or str(cfg.tracking.experiment_name)
-    run_name = cfg.run_name or f"{name}-{devices}x{accelerator}"
+    run_name = redactor.text(str(cfg.run_name or f"{name}-{devices}x{accelerator}"))
     tags = {
         "workload": name,
         "tracking.uri_reason": location.reason,
@@ -351,19 +572,34 @@ def run_training(cfg: DictConfig) -> RunResult:
 
     sweep = parent_run_for_job()
     if sweep is not None:
-        tags.update({"mlflow.parentRunId": sweep[0], "rle.sweep_id": sweep[1], "rle.role": "sweep_child"})
-        tags["rle.overrides"] = " ".join(job_overrides())[:5000]
+        tags.update(
+            {"mlflow.parentRunId": sweep[0], "rle.sweep_id": sweep[1], "rle.role": "sweep_child"}
+        )
+        tags["rle.overrides"] = " ".join(redactor.override(o) for o in job_overrides())[:5000]
+    tags = {k: str(v) for k, v in redactor.mapping(tags).items()}
     experiment_id, run_id = create_run(location, experiment_name, str(run_name), tags)
 
     log.info("MLflow run %s in experiment %r (%s)", run_id, experiment_name, experiment_id)
-    client = client_for(location)
+    # Everything below reaches MLflow through the logger's background sender and spool.
+    mlflow_logger = MLflowRunLogger(
+        location.uri,
+        run_id,
+        experiment_id,
+        synchronous=False,
+        flush_interval_s=float(tracking.get("flush_interval_s", 1.0)),
+        drain_timeout_s=float(tracking.get("drain_timeout_s", 60.0)),
+        secret_pattern=secret_pattern,
+    )
+    client = mlflow_logger.client
     status = "FAILED"
     trainer: L.Trainer | None = None
+    preempt = _Preemption()
     try:
-        log_params(client, run_id, {**flatten_config(cfg), **workload.params})
+        preempt.install()
+        log_params(client, run_id, redactor.mapping({**flatten_config(cfg), **workload.params}))
         with tempfile.TemporaryDirectory() as tmp:
             cfg_path = Path(tmp) / "train.yaml"
-            cfg_path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            cfg_path.write_text(_config_yaml(cfg, redactor))
             client.log_artifact(run_id, str(cfg_path), artifact_path="config")
         log_tags(client, run_id, {"trainer.strategy": strategy})
 
@@ -385,24 +621,33 @@ def run_training(cfg: DictConfig) -> RunResult:
             accumulate_grad_batches=int(tc.accumulate_grad_batches),
             enable_progress_bar=bool(tc.enable_progress_bar),
             deterministic=bool(tc.deterministic),
-            logger=MLflowRunLogger(location.uri, run_id, experiment_id),
+            logger=mlflow_logger,
             callbacks=[telemetry],
             enable_checkpointing=False,
             enable_model_summary=False,
             num_sanity_val_steps=0,
             default_root_dir=str(paths.project_root() / "outputs" / "lightning"),
         )
+        preempt.trainer = trainer
         trainer.fit(workload.module, datamodule=workload.datamodule)
-        status = "FINISHED"
+        status = "FINISHED" if preempt.signum is None else "KILLED"
     except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl+C into SystemExit(1)
         status = "KILLED"
+        if preempt.signum is not None:
+            raise SystemExit(128 + preempt.signum) from None
         raise
     except BaseException:
+        if preempt.signum is not None:  # e.g. a DDP worker stopped by the same signal
+            status = "KILLED"
         _log_traceback(client, run_id)
         raise
     finally:
-        end_run(location, run_id, status)
+        preempt.finishing = True
+        mlflow_logger.finish(status, should_stop=preempt.abort_requested)
+        preempt.restore()
         log.info("MLflow run %s ended %s", run_id, status)
+    if preempt.signum is not None:
+        raise SystemExit(128 + preempt.signum)
     return RunResult(run_id, experiment_id, location.uri, status, int(trainer.global_step))
 
 

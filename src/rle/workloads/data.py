@@ -60,6 +60,16 @@ def format_example(prompt: str, response: str) -> str:
 
 
 def _read_jsonl(path: Path) -> list[str]:
+    try:
+        return _parse_jsonl(path)
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); give a "
+            "UTF-8 JSONL file, or a folder of text files."
+        ) from e
+
+
+def _parse_jsonl(path: Path) -> list[str]:
     docs: list[str] = []
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):

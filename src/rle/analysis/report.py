@@ -1,0 +1,347 @@
+"""The evaluation's ``report.md`` and terminal table: every number with the method behind it.
+
+Pure string building from the evaluation's frames (no MLflow, no plotting).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from rle.analysis.correlation import CorrelationSettings, SpikeSettings
+from rle.analysis.fingerprint import THROTTLE_MASK, ClassifierResult
+
+__all__ = ["fmt", "fingerprint_table", "markdown_table", "render_report"]
+
+TERMINAL_COLUMNS: dict[str, str] = {
+    "group": "workload",
+    "device": "device",
+    "n_runs": "runs",
+    "n_samples": "samples",
+    "duration_s": "train s",
+    "util_mean_percentage": "util %",
+    "power_mean_watts": "power W",
+    "power_p95_watts": "p95 W",
+    "temperature_mean_celsius": "temp °C",
+    "temperature_p95_celsius": "p95 °C",
+    "energy_per_step_joules": "J/step",
+    "samples_per_second": "samples/s",
+    "rle_mean": "RLE mean",
+    "rle_std": "RLE std",
+    "collapse_events": "collapses",
+    "collapse_fraction": "coll. frac",
+    "throttle_fraction": "throttle",
+}
+"""Fingerprint columns shown on the terminal and in the report's summary table, with headers."""
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """Format a number for a table: ``N/A`` for NaN/None, 3 significant digits, ints as ints.
+
+    Args:
+        value: Anything.
+        digits: Significant digits for floats.
+
+    Returns:
+        The text.
+    """
+    if value is None:
+        return "N/A"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "N/A"
+        if value == int(value) and abs(value) < 1e6:
+            return str(int(value))
+        if abs(value) >= 1e4 or abs(value) < 1e-3:
+            return f"{value:.{digits - 1}e}"
+        return f"{value:.{digits}g}"
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return fmt(f, digits)
+
+
+def markdown_table(frame: pd.DataFrame, columns: Mapping[str, str] | None = None) -> str:
+    """A GitHub-flavoured Markdown table.
+
+    Args:
+        frame: The rows.
+        columns: ``{column: header}`` to show (default all columns, named as they are).
+
+    Returns:
+        The table text (``_(none)_`` for an empty frame).
+    """
+    cols = dict(columns) if columns else {c: c for c in frame.columns}
+    cols = {c: h for c, h in cols.items() if c in frame.columns}
+    if frame.empty or not cols:
+        return "_(none)_\n"
+    lines = ["| " + " | ".join(cols.values()) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, row in frame.iterrows():
+        cells = [fmt(row[c]).replace("|", "\\|") for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def fingerprint_table(groups: pd.DataFrame, width: int = 200) -> str:
+    """The workload fingerprint table for the terminal.
+
+    Args:
+        groups: Aggregated fingerprint rows.
+        width: Line width.
+
+    Returns:
+        Plain-text table.
+    """
+    cols = {c: h for c, h in TERMINAL_COLUMNS.items() if c in groups.columns}
+    if groups.empty:
+        return "(no fingerprints)"
+    view = pd.DataFrame({h: [fmt(v) for v in groups[c]] for c, h in cols.items()})
+    return str(view.to_string(index=False, line_width=width))
+
+
+def _methods(settings: CorrelationSettings, spikes: SpikeSettings, group_by: str) -> str:
+    d = settings.detrend_label
+    return f"""## Methods (how every number above was computed)
+
+**Time axis and interval.** Each optimizer step's time is the wall-clock timestamp MLflow stored
+with its `train/*` metrics (UTC epoch s, ms resolution); telemetry samples carry their own UTC
+epoch seconds (`wall_time_s`). Only the **training interval** is analysed: from the first logged
+step's time minus one median step interval to the last logged step's time. Samples before and
+after it are the idle head and tail (`idle_head_s`, `idle_tail_s`), reported, never analysed.
+Devices are analysed separately, never pooled (CPU rows and each GPU's rows apart).
+
+**Fingerprints** (`fingerprints.csv`; per run and device, then per `{group_by}` and device).
+`n_samples`: telemetry samples in the training interval (with `source=step_metrics`, runs without
+the sample artifact, each logged step's window mean counts as one sample). `duration_s`: length
+of the training interval. Utilisation (%), power (W), temperature (°C), SM clock (MHz): mean and
+5th/50th/95th percentiles (NumPy linear interpolation) of the samples. `energy_joules`: the
+device's energy counter interpolated at the interval's ends (`counter`), else the sum of the
+per-window energy deltas of the steps inside it (`window_sum`), else the trapezoidal integral of
+power over time (`power_integral`). `energy_per_step_joules` = energy / optimizer steps;
+`energy_per_sample_joules` = energy / training samples, where training samples =
+Σ `train/samples_per_second` × step interval. `samples_per_second`, `tokens_per_second`: mean of
+the logged per-step values. RLE mean/std (ddof = 1)/min/max of `rle_smoothed`. Collapse
+events/seconds/fraction: `rle.metric.collapse_summary` on the device's 0/1 collapse series inside
+the interval (rising edges; each sample stands for the time to the next one); without a collapse
+series, the run's logged `rle/<device>/collapse_*` values (whole run). `throttle_fraction`: share
+of samples whose NVML clock-event reasons include any of mask 0x{THROTTLE_MASK:02x} (SW power
+cap, HW slowdown, SW/HW thermal, power brake). Aggregated rows pool the samples of the group's
+runs for percentiles, RLE and throttle statistics; they sum counts, durations, energy, steps,
+samples and collapse events/seconds; energy per step/sample is total energy over total
+steps/samples; throughput is duration-weighted; collapse fraction = total collapse seconds /
+total duration.
+
+**Correlations** (`correlations.csv`; `correlation.method={settings.method}`). Pairs are always
+x = a training series, y = a hardware series of one device.
+- `pearson`, `spearman` (lag 0): the telemetry mapped onto the step times by
+  `{settings.align}`; `n` is the number of **distinct telemetry samples** behind the aligned
+  values (not the number of steps); the p-value is the two-sided t test with `n − 2` degrees of
+  freedom. It ignores autocorrelation and shared trends: read it as descriptive only.
+- `pearson_{d}`, `spearman_{d}` (lag 0): both series resampled to {settings.resample_hz:g} Hz
+  over the training interval (bin means; gaps of up to 2 bins linearly interpolated), then
+  {settings.detrend} detrended; p-value from a block permutation test: the hardware series is cut
+  into {settings.block_s:g} s blocks whose order is shuffled ({settings.n_permutations}
+  permutations, seed {settings.seed}); p = (1 + #null |r| ≥ observed |r|) / (1 + permutations).
+  Spearman is the same test on ranks. Fewer than {settings.min_blocks} blocks: p-value N/A.
+- `xcorr_{d}` (one row per lag): same series, r = corr(x(t), y(t + lag)) for lags
+  −{settings.max_lag_s:g} … +{settings.max_lag_s:g} s in steps of {1 / settings.resample_hz:g} s.
+  **Sign convention: lag > 0 means the hardware series follows the training series by lag
+  seconds.** Per-lag p-values from the same block permutation null at that lag (not corrected for
+  the number of lags).
+- `xcorr_{d}_peak`: the lag with the largest |r|; its p-value compares that maximum with the
+  permutation null of the maximum |r| over all lags (corrected for looking at many lags).
+- `spike_collapse`: grad_norm spikes are steps with grad_norm > mean + {spikes.k:g}·std
+  (ddof = 1, over the training interval); consecutive spike steps form one spike, timed at its
+  largest value. A spike is matched when a collapse event of the device starts within
+  ±{spikes.window_s:g} s. `r` holds the hit rate (matched spikes / spikes), `n` the number of
+  spikes; chance rate = fraction of the training interval within ±{spikes.window_s:g} s of an
+  event start, expected matches = spikes × chance rate, p-value = P(X ≥ matched) for
+  X ~ Binomial(spikes, chance rate).
+- A row whose statistic is undefined has `r`/`p_value` N/A and a note starting `N/A:` (constant
+  series, too few points — fewer than {settings.min_points} pairs —, no series on the device, no
+  collapse events).
+
+**Sanity check.** Runs with different `{group_by}` labels whose `train/loss` and `train/grad_norm`
+are identical at every step are flagged: their "workloads" did not differ in training.
+
+**Classifier.** One feature vector per run: each device's fingerprint features among
+`util_mean/p95`, `power_mean/p95`, `temperature_mean/p95`, `sm_clock_mean`, `energy_per_step`,
+`samples_per_second`, `rle_mean/std`, `collapse_fraction`, `throttle_fraction` (features missing or
+constant for any run are dropped). Nearest centroid on features standardised with the training
+fold's mean and standard deviation; leave-one-run-out accuracy and confusion matrix (rows: true,
+columns: predicted); chance = share of the most frequent label. Runs only when at least two
+workloads have at least two runs each.
+"""
+
+
+def render_report(
+    *,
+    header: Mapping[str, str],
+    runs: pd.DataFrame,
+    skipped: pd.DataFrame,
+    notes: Sequence[str],
+    warnings: Sequence[str],
+    groups: pd.DataFrame,
+    fingerprints: pd.DataFrame,
+    correlations: pd.DataFrame,
+    spikes: pd.DataFrame,
+    classifier: ClassifierResult,
+    settings: CorrelationSettings,
+    spike_settings: SpikeSettings,
+    group_by: str,
+    files: Sequence[str],
+) -> str:
+    """Render ``report.md``.
+
+    Args:
+        header: Key/value lines at the top (tracking URI, selection, evaluation run id, ...).
+        runs: Analysed runs (``run_id``, ``run_name``, ``group``, ``status``, ``source``,
+            ``n_steps``, ``duration_s``, ``devices``).
+        skipped: What was skipped (``run_id``, ``what``, ``reason``).
+        notes: Remarks from the selection (runs still running, unknown experiments).
+        warnings: Sanity-check warnings.
+        groups: Aggregated fingerprints.
+        fingerprints: Per-run fingerprints.
+        correlations: All correlation rows.
+        spikes: Spike–collapse table.
+        classifier: Classifier outcome.
+        settings: Correlation settings (for the methods section).
+        spike_settings: Spike settings.
+        group_by: Grouping key of the fingerprints.
+        files: Artifact file names.
+
+    Returns:
+        The Markdown text.
+    """
+    d = settings.detrend_label
+    out = ["# RLE evaluation report\n"]
+    out += [f"- **{k}**: {v}" for k, v in header.items()]
+    out.append("")
+    out.append(f"## Selection\n\n{len(runs)} run(s) analysed.\n")
+    out.append(
+        markdown_table(
+            runs,
+            {
+                "run_id": "run",
+                "run_name": "name",
+                "group": group_by,
+                "status": "status",
+                "source": "telemetry",
+                "devices": "devices",
+                "n_steps": "steps",
+                "duration_s": "training s",
+            },
+        )
+    )
+    out.append("### Skipped or partial\n")
+    out.append(markdown_table(skipped, {"run_id": "run", "what": "what", "reason": "reason"}))
+    if notes:
+        out.append("\n".join(f"- {n}" for n in notes) + "\n")
+    out.append("## Warnings\n")
+    out.append(("\n".join(f"- ⚠ {w}" for w in warnings) if warnings else "_(none)_") + "\n")
+    out.append(f"## Fingerprints per {group_by} and device\n")
+    out.append(
+        markdown_table(
+            groups,
+            {"group": group_by, **{k: v for k, v in TERMINAL_COLUMNS.items() if k != "group"}},
+        )
+    )
+    out.append(
+        "\nAll columns (quantiles, energy per sample, idle time, ...) are in `fingerprints.csv`.\n"
+    )
+    out.append("### Per run\n")
+    out.append(
+        markdown_table(
+            fingerprints,
+            {
+                "run_id": "run",
+                **{k: v for k, v in TERMINAL_COLUMNS.items() if k not in ("n_runs",)},
+            },
+        )
+    )
+    out.append("## Correlations (per run and device)\n")
+    summary = _correlation_summary(correlations, d)
+    out.append(
+        "Raw r is descriptive (trend-sensitive); judge coupling by the detrended r and its "
+        "block-permutation p, and by the peak lag's family-wise p. Lag > 0: hardware follows "
+        "training.\n"
+    )
+    out.append(markdown_table(summary))
+    out.append("\nEvery row, lag and note is in `correlations.csv`.\n")
+    out.append("## Spike–collapse coupling\n")
+    out.append(
+        markdown_table(
+            spikes,
+            {
+                "run_id": "run",
+                "device": "device",
+                "n_spikes": "spikes",
+                "n_events": "events",
+                "matched_spikes": "matched spikes",
+                "matched_events": "matched events",
+                "expected_matched": "expected by chance",
+                "p_value": "p",
+                "note": "note",
+            },
+        )
+    )
+    out.append("## Workload classifier\n")
+    if classifier.available:
+        out.append(
+            f"Leave-one-run-out accuracy **{fmt(classifier.accuracy)}** over "
+            f"{len(classifier.predictions)} runs (chance {fmt(classifier.chance)}); "
+            f"{len(classifier.features)} features: {', '.join(f'`{f}`' for f in classifier.features)}.\n"
+        )
+        conf = classifier.confusion.copy()
+        conf.insert(0, "true \\ predicted", conf.index.astype(str))
+        out.append(markdown_table(conf.reset_index(drop=True)))
+        if classifier.reason:
+            out.append(f"\n{classifier.reason}\n")
+    else:
+        out.append(f"Not run: {classifier.reason}.\n")
+    out.append(_methods(settings, spike_settings, group_by))
+    out.append("## Files\n")
+    out.append("\n".join(f"- `{f}`" for f in files) + "\n")
+    return "\n".join(out)
+
+
+def _correlation_summary(correlations: pd.DataFrame, d: str) -> pd.DataFrame:
+    if correlations.empty:
+        return pd.DataFrame()
+    rows = []
+    for (run_id, device, x, y), part in correlations.groupby(
+        ["run_id", "device", "x", "y"], sort=False
+    ):
+        if y == "collapse_events":
+            continue
+        by = {m: r for m, r in part.groupby("method")}
+
+        def get(method: str, col: str, by: dict[Any, pd.DataFrame] = by) -> Any:
+            frame = by.get(method)
+            return frame[col].iloc[0] if frame is not None and len(frame) else math.nan
+
+        note = get(f"pearson_{d}", "note")
+        rows.append(
+            {
+                "run": str(run_id)[:8],
+                "device": device,
+                "pair": f"{y} vs {x.removeprefix('train/')}",
+                "r raw": get("pearson", "r"),
+                "n (samples)": get("pearson", "n"),
+                f"r {d}": get(f"pearson_{d}", "r"),
+                f"p {d} (perm)": get(f"pearson_{d}", "p_value"),
+                "peak lag s": get(f"xcorr_{d}_peak", "lag_s"),
+                "peak r": get(f"xcorr_{d}_peak", "r"),
+                "peak p (max-|r| null)": get(f"xcorr_{d}_peak", "p_value"),
+                "note": note if isinstance(note, str) and "N/A" in note else "",
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,426 @@
+"""The bad-input catalogue: every entry point, every kind of bad input, the exact error it gives.
+
+One row per bad input: config values, training data files, tracking URIs, legacy recordings
+(``rle.ingest``) and spool directories (``rle.sync``), with the error type and the message it
+must carry. Training inputs are checked before the MLflow run is created, so a bad job leaves no
+run behind. A few rows go through the command line (exit status and message).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from omegaconf import DictConfig
+
+from rle.errors import (
+    ConfigError,
+    DataError,
+    ImportFormatError,
+    MetricInputError,
+    RLEError,
+    TrackingError,
+)
+from rle.paths import resolve_tracking
+from rle.train import run_training
+from support.mlflow_server import free_port
+
+
+@dataclass(frozen=True)
+class Bad:
+    """A bad input to ``run_training``: overrides (``{d}`` is a folder of bad files) and env."""
+
+    overrides: tuple[str, ...]
+    error: type[BaseException]
+    match: str
+    env: dict[str, str] = field(default_factory=dict)
+
+
+CLOSED_PORT = "127.0.0.1:CLOSED"
+"""Replaced by 127.0.0.1 and a port nothing listens on."""
+
+TRAINING: dict[str, Bad] = {
+    # ------------------------------------------------------------------ config values
+    "unknown workload": Bad(
+        ("workload.name=gpt9",),
+        ConfigError,
+        r"Unknown workload 'gpt9'; valid choices: distilgpt2, distilgpt2_tiny",
+    ),
+    "max_steps 0": Bad(
+        ("trainer.max_steps=0",),
+        ConfigError,
+        r"trainer\.max_steps=0 must be an integer >= 1 \(or -1\)",
+    ),
+    "max_steps text": Bad(
+        ("trainer.max_steps=many",), ConfigError, r"trainer\.max_steps='many' must be an integer"
+    ),
+    "max_epochs 0": Bad(
+        ("trainer.max_epochs=0",),
+        ConfigError,
+        r"trainer\.max_epochs=0 must be an integer >= 1 \(or -1\)",
+    ),
+    "log_every_n_steps 0": Bad(
+        ("trainer.log_every_n_steps=0",),
+        ConfigError,
+        r"trainer\.log_every_n_steps=0 must be an integer >= 1",
+    ),
+    "accumulate 0": Bad(
+        ("trainer.accumulate_grad_batches=0",),
+        ConfigError,
+        r"trainer\.accumulate_grad_batches=0 must be an integer >= 1",
+    ),
+    "precision": Bad(
+        ("trainer.precision=99",),
+        ConfigError,
+        r"trainer\.precision=99 is not one of 16-true, 16-mixed",
+    ),
+    "strategy": Bad(
+        ("trainer.strategy=bogus",),
+        ConfigError,
+        r"trainer\.strategy='bogus' is not a Lightning strategy; choose one of auto, ddp",
+    ),
+    "negative clip": Bad(
+        ("trainer.gradient_clip_val=-1",),
+        ConfigError,
+        r"trainer\.gradient_clip_val=-1 must be null or a number >= 0",
+    ),
+    "clip algorithm": Bad(
+        ("trainer.gradient_clip_algorithm=l3",),
+        ConfigError,
+        r"trainer\.gradient_clip_algorithm='l3' is not one of norm, value",
+    ),
+    "accelerator": Bad(
+        ("trainer.accelerator=tpu",),
+        ConfigError,
+        r"trainer\.accelerator='tpu' is not one of auto, cpu, gpu",
+    ),
+    "devices 0": Bad(
+        ("trainer.devices=0",), ConfigError, r"trainer\.devices must be a positive integer, got 0"
+    ),
+    "devices too many": Bad(
+        ("trainer.devices=4096",),
+        ConfigError,
+        r"trainer\.devices=4096 but this machine offers \d+ CPU cores",
+    ),
+    "seed negative": Bad(("seed=-1",), ConfigError, r"seed=-1 must be an integer >= 0"),
+    "batch_size 0": Bad(
+        ("data.batch_size=0",), ConfigError, r"data\.batch_size=0 must be an integer >= 1"
+    ),
+    "block_size 1": Bad(
+        ("data.block_size=1",), ConfigError, r"data\.block_size=1 must be an integer >= 2"
+    ),
+    "block longer than context": Bad(
+        ("data.block_size=256",),
+        ConfigError,
+        r"data\.block_size=256 is longer than the model's context \(workload\.model\.n_positions=128\)",
+    ),
+    "num_workers negative": Bad(
+        ("data.num_workers=-1",), ConfigError, r"data\.num_workers=-1 must be an integer >= 0"
+    ),
+    "cpu_power mode": Bad(
+        ("telemetry.cpu_power=guess",),
+        ConfigError,
+        r"telemetry\.cpu_power='guess' is not one of measured, estimated",
+    ),
+    "sample_hz 0": Bad(
+        ("telemetry.sample_hz=0",), ConfigError, r"telemetry\.sample_hz must be positive, got 0"
+    ),
+    "rle profile": Bad(("telemetry.rle.profile=v9",), MetricInputError, r"v9"),
+    "synthetic intensity": Bad(
+        ("workload=synthetic_cpu", "workload.intensity=1.5"), ConfigError, r"intensity"
+    ),
+    "synthetic period": Bad(
+        ("workload=synthetic_cpu", "workload.period_s=0"), ConfigError, r"period"
+    ),
+    "drain timeout": Bad(
+        ("tracking.drain_timeout_s=-1",),
+        ConfigError,
+        r"tracking\.drain_timeout_s=-1 must be a number of seconds >= 0",
+    ),
+    "flush interval": Bad(
+        ("tracking.flush_interval_s=0",),
+        ConfigError,
+        r"tracking\.flush_interval_s=0 must be a number of seconds > 0",
+    ),
+    "connect timeout": Bad(
+        ("tracking.connect_timeout_s=0",),
+        ConfigError,
+        r"tracking\.connect_timeout_s=0 must be a number of seconds > 0",
+    ),
+    "http retries": Bad(
+        ("tracking.http_max_retries=-2",),
+        ConfigError,
+        r"tracking\.http_max_retries=-2 must be an integer >= 0",
+    ),
+    "secret pattern": Bad(
+        ("tracking.secret_pattern='(unclosed'",),
+        ConfigError,
+        r"tracking\.secret_pattern='\(unclosed' is not a valid regular expression",
+    ),
+    # ------------------------------------------------------------------ data files
+    "data missing": Bad(
+        ("data.path={d}/missing.jsonl",), DataError, r"data\.path '.*missing\.jsonl' does not exist"
+    ),
+    "data empty": Bad(
+        ("data.path={d}/empty.jsonl",),
+        DataError,
+        r"empty\.jsonl: no examples found \(the file is empty\)",
+    ),
+    "data torn json": Bad(
+        ("data.path={d}/torn.jsonl",), DataError, r"torn\.jsonl:2: not valid JSON"
+    ),
+    "data not an object": Bad(
+        ("data.path={d}/list.jsonl",), DataError, r"list\.jsonl:1: expected a JSON object, got list"
+    ),
+    "data wrong fields": Bad(
+        ("data.path={d}/fields.jsonl",),
+        DataError,
+        r"fields\.jsonl:1: expected string fields 'prompt' and 'response', or 'text'; got keys \['question'\]",
+    ),
+    "data not utf-8": Bad(
+        ("data.path={d}/binary.jsonl",),
+        DataError,
+        r"binary\.jsonl: not UTF-8 text \(byte 0xff at offset 0\)",
+    ),
+    "data folder without text": Bad(
+        ("data.path={d}/no_text",), DataError, r"no_text: no text files found"
+    ),
+    "data folder not utf-8": Bad(
+        ("data.path={d}/latin1",), DataError, r"latin1: none of the 1 candidate files is UTF-8 text"
+    ),
+    "data shorter than a block": Bad(
+        ("data.path={d}/short.jsonl",), DataError, r"fewer than one block of 32"
+    ),
+    # ------------------------------------------------------------------ tracking URIs
+    "file store in config": Bad(
+        ("tracking.uri=./mlruns",),
+        ConfigError,
+        r"Unsupported tracking URI './mlruns' \(from tracking\.uri\).*file stores",
+    ),
+    "file store in env": Bad(
+        (),
+        ConfigError,
+        r"Unsupported tracking URI 'file:///tmp/mlruns' \(from MLFLOW_TRACKING_URI\)",
+        {"MLFLOW_TRACKING_URI": "file:///tmp/mlruns"},
+    ),
+    "unknown scheme": Bad(
+        (),
+        ConfigError,
+        r"Unsupported tracking URI 'ftp://host/x'",
+        {"MLFLOW_TRACKING_URI": "ftp://host/x"},
+    ),
+    "server not listening": Bad(
+        (),
+        TrackingError,
+        r"Cannot reach the MLflow tracking server at http://127\.0\.0\.1:\d+",
+        {"MLFLOW_TRACKING_URI": f"http://{CLOSED_PORT}"},
+    ),
+    "server port not a number": Bad(
+        (),
+        TrackingError,
+        r"Cannot reach the MLflow tracking server at http://127\.0\.0\.1:notaport",
+        {"MLFLOW_TRACKING_URI": "http://127.0.0.1:notaport"},
+    ),
+    "credentials not echoed": Bad(
+        (),
+        TrackingError,
+        r"server at http://127\.0\.0\.1:\d+ \(",
+        {"MLFLOW_TRACKING_URI": f"http://bob:s3cret@{CLOSED_PORT}"},
+    ),
+    "sqlite under a file": Bad(
+        ("tracking.uri=sqlite:///{d}/empty.jsonl/x.db",),
+        TrackingError,
+        r"Cannot create the local tracking store",
+    ),
+    "deleted experiment": Bad(
+        (),
+        TrackingError,
+        r"Experiment 'gone' is deleted in the tracking store",
+        {"MLFLOW_EXPERIMENT_NAME": "gone"},
+    ),
+}
+
+TINY = (
+    "workload=distilgpt2_tiny",
+    "trainer.accelerator=cpu",
+    "trainer.max_steps=2",
+    "trainer.enable_progress_bar=false",
+    "data.block_size=32",
+    "data.batch_size=2",
+    "data.tokenizer_vocab_size=300",
+    "telemetry=none",
+)
+
+
+@pytest.fixture
+def bad_files(tmp_path: Path) -> Path:
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "empty.jsonl").write_text("")
+    (d / "torn.jsonl").write_text('{"text": "a complete line"}\n{"text": "torn li\n')
+    (d / "list.jsonl").write_text("[1, 2]\n")
+    (d / "fields.jsonl").write_text('{"question": "q"}\n')
+    (d / "binary.jsonl").write_bytes(b"\xff\xfe\x00\x01garbage\n")
+    (d / "short.jsonl").write_text('{"text": "hi"}\n')
+    (d / "no_text").mkdir()
+    (d / "no_text" / "image.png").write_bytes(b"\x89PNG")
+    (d / "latin1").mkdir()
+    (d / "latin1" / "notes.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    return d
+
+
+@pytest.mark.parametrize("case", list(TRAINING.values()), ids=list(TRAINING))
+def test_bad_training_input_gives_its_error_and_no_run(
+    case: Bad,
+    compose_cfg: Callable[..., DictConfig],
+    bad_files: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for k, v in case.env.items():
+        monkeypatch.setenv(k, v.replace(CLOSED_PORT, f"127.0.0.1:{free_port()}"))
+    if case.env.get("MLFLOW_EXPERIMENT_NAME") == "gone":
+        client = MlflowClient(resolve_tracking(None).uri)
+        client.delete_experiment(client.create_experiment("gone"))
+    overrides = [o.replace("{d}", bad_files.as_posix()) for o in case.overrides]
+    with pytest.raises(case.error, match=case.match) as raised:
+        run_training(compose_cfg(*TINY, *overrides))
+    assert "s3cret" not in str(raised.value)
+    db = Path(os.environ["RLE_PROJECT_ROOT"]) / "mlruns" / "mlflow.db"
+    if db.exists():  # the store was opened: still no run in it
+        client = MlflowClient(resolve_tracking(None).uri)
+        assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_gpu_requested_without_cuda(compose_cfg: Callable[..., DictConfig]) -> None:
+    with pytest.raises(ConfigError, match=r"trainer\.accelerator=gpu but no CUDA GPU is visible"):
+        run_training(compose_cfg(*TINY, "trainer.accelerator=gpu"))
+
+
+# ---------------------------------------------------------------------- legacy recordings (ingest)
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (lambda d: d / "missing.csv", ImportFormatError, r"missing\.csv: no such file or folder"),
+        (
+            lambda d: _write(d / "rle_x.csv", "a,b\n1,2\n"),
+            ImportFormatError,
+            r"rle_x\.csv: not a recognised RLE lab monitor CSV\. Its first line has 2 column\(s\) \(a, b\)",
+        ),
+        (
+            lambda d: _write(d / "rle_empty.csv", ""),
+            ImportFormatError,
+            r"rle_empty\.csv: the file is empty",
+        ),
+        (lambda d: _mkdir(d / "nothing"), ImportFormatError, r"no recordings found in .*nothing"),
+    ],
+    ids=["missing path", "wrong header", "empty file", "folder without recordings"],
+)
+def test_bad_legacy_recording_gives_its_error(
+    tmp_path: Path, make: Callable[[Path], Path], error: type[Exception], match: str
+) -> None:
+    from rle.ingest import run_ingest
+
+    with pytest.raises(error, match=match):
+        run_ingest([make(tmp_path)])
+
+
+def _write(p: Path, text: str) -> Path:
+    p.write_text(text)
+    return p
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir()
+    return p
+
+
+# ---------------------------------------------------------------------- spool directories (sync)
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda d: d / "missing", r"missing is not a directory"),
+        (lambda d: _mkdir(d / "plain"), r"plain is not an rle spool directory \(no manifest\.json"),
+        (
+            lambda d: _write(_mkdir(d / "torn") / "manifest.json", "{not json").parent,
+            r"torn: not a readable rle spool",
+        ),
+        (
+            lambda d: _write(_mkdir(d / "other") / "manifest.json", '{"format": "x"}').parent,
+            r"other: not a readable rle spool .*not an rle spool manifest",
+        ),
+    ],
+    ids=["missing", "no manifest", "torn manifest", "foreign manifest"],
+)
+def test_bad_spool_directory_exits_2(
+    tmp_path: Path, make: Callable[[Path], Path], match: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rle.sync import main
+
+    assert main([str(make(tmp_path))]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Error: ")
+    assert re.search(match, err), err
+
+
+def test_sync_errors_are_rle_errors() -> None:
+    from rle.sync import spool_dirs
+
+    with pytest.raises(RLEError, match="is not a directory"):
+        spool_dirs("/nonexistent/spool")
+
+
+# ---------------------------------------------------------------------- command lines
+
+
+def _run(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (
+            ("-m", "rle.train", *TINY, "trainer.max_steps=0"),
+            2,
+            "trainer.max_steps=0 must be an integer >= 1 (or -1)",
+        ),
+        (
+            ("-m", "rle.sync", "/nonexistent/spool"),
+            2,
+            "Error: /nonexistent/spool is not a directory",
+        ),
+        (("-m", "rle.sync", "/tmp", "--timeout-s", "-1"), 2, "Error: --timeout-s must be >= 0."),
+        (
+            ("-m", "rle.ingest", "/nonexistent/rle_x.csv"),
+            2,
+            "rle-ingest: error: /nonexistent/rle_x.csv: no such file or folder",
+        ),
+    ],
+    ids=["train config value", "sync missing dir", "sync negative timeout", "ingest missing file"],
+)
+def test_cli_bad_input_exit_status_and_message(
+    argv: tuple[str, ...], code: int, message: str
+) -> None:
+    out = _run(*argv)
+    assert out.returncode == code, out.stdout + out.stderr
+    assert message in out.stdout + out.stderr
+    assert "Traceback" not in out.stderr

@@ -1,0 +1,139 @@
+"""A pre-empted job (``python -m rle.train``) ends KILLED with its data; a SIGKILLed one loses nothing flushed.
+
+The three jobs start together (a module fixture) so their imports overlap; each test then waits
+for its job's first metrics in its own SQLite store and sends the signal.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from rle.sync import main as sync_main
+
+pytestmark = pytest.mark.slow
+
+JOB = (
+    "workload=synthetic_cpu",
+    "workload.intensity=0.1",
+    "workload.period_s=0.1",
+    "workload.workers=1",
+    "trainer.accelerator=cpu",
+    "trainer.max_steps=1000",  # ~100 s: always still training when the signal comes
+    "trainer.enable_progress_bar=false",
+    "telemetry=fake",
+    "telemetry.sample_hz=10",
+    "tracking.flush_interval_s=0.5",
+)
+
+
+class Job:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.uri = "sqlite:///" + (root / "mlruns" / "mlflow.db").as_posix()
+        self.log = root / "job.log"
+        root.mkdir(parents=True)
+        env = {**os.environ, "RLE_PROJECT_ROOT": str(root), "MLFLOW_EXPERIMENT_NAME": "signals"}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        with self.log.open("w") as fh:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "rle.train", *JOB],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+
+    def run_id(self) -> str | None:
+        if not (self.root / "mlruns" / "mlflow.db").exists():
+            return None
+        try:
+            client = MlflowClient(self.uri)
+            exp = client.get_experiment_by_name("signals")
+            runs = client.search_runs([exp.experiment_id]) if exp else []
+        except Exception:  # the job may be creating the schema right now
+            return None
+        return runs[0].info.run_id if runs else None
+
+    def wait_for_steps(self, n: int, timeout_s: float = 120.0) -> tuple[str, int]:
+        """Wait until the store holds ``n`` steps of train/loss; return (run id, steps seen)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            run_id = self.run_id()
+            if run_id:
+                steps = len(MlflowClient(self.uri).get_metric_history(run_id, "train/loss"))
+                if steps >= n:
+                    return run_id, steps
+            time.sleep(0.3)
+        raise AssertionError(f"no {n} steps within {timeout_s} s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Job]]:
+    base = tmp_path_factory.mktemp("signals")
+    started = {name: Job(base / name) for name in ("sigterm", "sigint", "sigkill")}
+    try:
+        yield started
+    finally:
+        for job in started.values():
+            job.stop()
+
+
+def _loss_steps(uri: str, run_id: str) -> list[int]:
+    return sorted(m.step for m in MlflowClient(uri).get_metric_history(run_id, "train/loss"))
+
+
+@pytest.mark.parametrize(
+    ("name", "signum"), [("sigterm", signal.SIGTERM), ("sigint", signal.SIGINT)]
+)
+def test_a_preempted_job_flushes_and_ends_killed(
+    jobs: dict[str, Job], name: str, signum: signal.Signals
+) -> None:
+    job = jobs[name]
+    run_id, seen = job.wait_for_steps(3)
+    job.proc.send_signal(signum)
+    assert job.proc.wait(90) == 128 + signum, job.log.read_text()[-3000:]
+    output = job.log.read_text()
+    assert f"Received {signum.name}: stopping after the current step" in output
+    assert f"MLflow run {run_id} ended KILLED" in output
+    client = MlflowClient(job.uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED"
+    steps = _loss_steps(job.uri, run_id)
+    assert steps == list(range(1, len(steps) + 1))  # every step it trained, none missing
+    assert len(steps) >= seen
+    assert run.data.metrics["rle/gpu_0/rle_smoothed_mean"] > 0  # the callback's end-of-run work
+    arts = {a.path for a in client.list_artifacts(run_id, "telemetry")}
+    assert arts == {"telemetry/samples.parquet", "telemetry/events.jsonl"}
+    assert not (job.root / "outputs" / "spool" / run_id).exists()  # all flushed
+
+
+def test_after_sigkill_every_flushed_sample_is_in_the_store_or_the_spool(
+    jobs: dict[str, Job],
+) -> None:
+    job = jobs["sigkill"]
+    run_id, seen = job.wait_for_steps(5)
+    time.sleep(1.0)  # > flush_interval_s: more steps flushed than we saw
+    os.killpg(job.proc.pid, signal.SIGKILL)
+    job.proc.wait(30)
+    spool = job.root / "outputs" / "spool" / run_id
+    assert (spool / "manifest.json").exists()
+    assert sync_main([str(spool)]) == 0  # whatever was spooled but not sent
+    assert MlflowClient(job.uri).get_run(run_id).info.status == "RUNNING"  # nobody ended it
+    steps = _loss_steps(job.uri, run_id)
+    assert steps == list(range(1, len(steps) + 1))
+    assert len(steps) > seen  # the second after the last look was flushed too
