@@ -34,7 +34,14 @@ from rle.tracking.logger import MLflowRunLogger, create_run  # noqa: E402
 from rle.workloads.data import TextDataModule, load_documents  # noqa: E402
 from rle.workloads.distilgpt2 import DistilGPT2Module, build_model_and_tokenizer  # noqa: E402
 
-MODEL = {"pretrained": False, "n_layer": 2, "n_head": 4, "n_embd": 256, "vocab_size": 8000, "n_positions": 128}
+MODEL = {
+    "pretrained": False,
+    "n_layer": 2,
+    "n_head": 4,
+    "n_embd": 256,
+    "vocab_size": 8000,
+    "n_positions": 128,
+}
 
 
 class StepTimer(L.Callback):
@@ -51,7 +58,9 @@ class StepTimer(L.Callback):
         self._last = now
 
 
-def run_once(hz: float | None, steps: int, root: str, docs: list[str], cache: str) -> tuple[list[float], list[float]]:
+def run_once(
+    hz: float | None, steps: int, root: str, docs: list[str], cache: str
+) -> tuple[list[float], list[float]]:
     torch.manual_seed(0)
     bundle = build_model_and_tokenizer(MODEL, docs, 8000, __import__("pathlib").Path(cache))
     dm = TextDataModule(docs, bundle.tokenizer, 128, 4)
@@ -65,7 +74,10 @@ def run_once(hz: float | None, steps: int, root: str, docs: list[str], cache: st
         max_steps=steps,
         log_every_n_steps=1,
         logger=MLflowRunLogger(loc.uri, run_id, exp_id),
-        callbacks=[TelemetryCallback(sources=sources, sample_hz=hz or 1.0, tokens_per_sample=128), timer],
+        callbacks=[
+            TelemetryCallback(sources=sources, sample_hz=hz or 1.0, tokens_per_sample=128),
+            timer,
+        ],
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -73,7 +85,9 @@ def run_once(hz: float | None, steps: int, root: str, docs: list[str], cache: st
     trainer.fit(DistilGPT2Module(bundle.model, lr=1e-3), datamodule=dm)
     from mlflow import MlflowClient
 
-    hist = MlflowClient(loc.uri).get_metric_history(run_id, "system/telemetry_overhead_milliseconds")
+    hist = MlflowClient(loc.uri).get_metric_history(
+        run_id, "system/telemetry_overhead_milliseconds"
+    )
     return timer.times_s[2:], [m.value / 1000.0 for m in hist]  # drop warm-up steps
 
 
@@ -104,15 +118,24 @@ def main() -> None:
                 results[name].append(statistics.median(times))
                 if name in overhead:
                     overhead[name].extend(cb_s)
-                print(f"round {r + 1} {name:>4}: median step {statistics.median(times) * 1000:.1f} ms")  # noqa: T201
+                print(
+                    f"round {r + 1} {name:>4}: median step {statistics.median(times) * 1000:.1f} ms"
+                )  # noqa: T201
     med = {k: statistics.median(v) for k, v in results.items()}
     # paired per round (the three configurations ran back to back), robust to slow drifts
-    ratio = {k: statistics.median(a / b for a, b in zip(results[k], results["off"], strict=True)) for k in overhead}
+    ratio = {
+        k: statistics.median(a / b for a, b in zip(results[k], results["off"], strict=True))
+        for k in overhead
+    }
     print(f"CPU time of one sample of all default sources: {sample_cost_ms():.3f} ms")  # noqa: T201
-    print(f"median step time: off {med['off'] * 1000:.1f} ms, 1 Hz {med['1Hz'] * 1000:.1f} ms, 10 Hz {med['10Hz'] * 1000:.1f} ms")  # noqa: T201
+    print(
+        f"median step time: off {med['off'] * 1000:.1f} ms, 1 Hz {med['1Hz'] * 1000:.1f} ms, 10 Hz {med['10Hz'] * 1000:.1f} ms"
+    )  # noqa: T201
     for k in overhead:
         direct = statistics.median(overhead[k]) / med["off"]
-        print(f"callback time on the training thread at {k}: median {statistics.median(overhead[k]) * 1000:.2f} ms per logged step = {direct * 100:.2f} % of a step")  # noqa: T201
+        print(
+            f"callback time on the training thread at {k}: median {statistics.median(overhead[k]) * 1000:.2f} ms per logged step = {direct * 100:.2f} % of a step"
+        )  # noqa: T201
     print(f"ratio on/off at 10 Hz (median of paired rounds): {ratio['10Hz']:.4f}")  # noqa: T201
     print(f"ratio on/off at 1 Hz (median of paired rounds): {ratio['1Hz']:.4f}")  # noqa: T201
 

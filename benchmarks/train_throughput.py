@@ -43,9 +43,13 @@ def main() -> None:
                     ],
                 )
             result = run_training(cfg)
-            hist = MlflowClient(result.tracking_uri).get_metric_history(result.run_id, "train/samples_per_second")
+            hist = MlflowClient(result.tracking_uri).get_metric_history(
+                result.run_id, "train/samples_per_second"
+            )
             values = [m.value for m in sorted(hist, key=lambda m: m.step)][3:]
-            print(f"devices={n}: median {statistics.median(values):.2f} samples/s over steps 4..{args.steps} (batch 4 x 128 tokens per process)")  # noqa: T201
+            print(
+                f"devices={n}: median {statistics.median(values):.2f} samples/s over steps 4..{args.steps} (batch 4 x 128 tokens per process)"
+            )  # noqa: T201
 
 
 if __name__ == "__main__":

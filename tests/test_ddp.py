@@ -14,9 +14,16 @@ from rle.train import run_training
 
 
 @pytest.mark.slow
-def test_two_process_cpu_ddp_is_one_run_with_both_ranks(tiny_cfg: Callable[..., DictConfig]) -> None:
+def test_two_process_cpu_ddp_is_one_run_with_both_ranks(
+    tiny_cfg: Callable[..., DictConfig],
+) -> None:
     result = run_training(
-        tiny_cfg("trainer.devices=2", "trainer.max_steps=6", "telemetry.sample_hz=10", "telemetry.cpu_power=estimated")
+        tiny_cfg(
+            "trainer.devices=2",
+            "trainer.max_steps=6",
+            "telemetry.sample_hz=10",
+            "telemetry.cpu_power=estimated",
+        )
     )
     client = MlflowClient(resolve_tracking(None).uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
@@ -31,8 +38,12 @@ def test_two_process_cpu_ddp_is_one_run_with_both_ranks(tiny_cfg: Callable[..., 
     metrics = run.data.metrics
     assert "system/rank_0/process_cpu_percentage" in metrics
     assert "system/rank_1/process_cpu_percentage" in metrics
-    for key in [k for k in metrics if k.startswith(("system/", "rle/")) and not k.endswith("_mean")]:
-        assert set(m.step for m in client.get_metric_history(result.run_id, key)) <= set(grad_steps), key
+    for key in [
+        k for k in metrics if k.startswith(("system/", "rle/")) and not k.endswith("_mean")
+    ]:
+        assert set(m.step for m in client.get_metric_history(result.run_id, key)) <= set(
+            grad_steps
+        ), key
     frame = pd.read_parquet(client.download_artifacts(result.run_id, "telemetry/samples.parquet"))
     assert set(frame["rank"]) == {0, 1}
     assert run.data.tags["power_source.cpu"] == "estimated"

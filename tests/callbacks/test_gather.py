@@ -39,7 +39,12 @@ def test_merge_keeps_every_rank_and_reports_missing() -> None:
 
 
 def test_clashing_keys_are_reported_not_averaged() -> None:
-    merged = merge_windows([RankWindow(0, values={"k": 1.0}, sample_count=1), RankWindow(1, values={"k": 3.0}, sample_count=1)])
+    merged = merge_windows(
+        [
+            RankWindow(0, values={"k": 1.0}, sample_count=1),
+            RankWindow(1, values={"k": 3.0}, sample_count=1),
+        ]
+    )
     assert merged.values == {"k": 1.0}
     assert merged.tags["telemetry.key_clash"] == "k"
 

@@ -10,13 +10,17 @@ import lightning as L
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from support.tiny import TinyModule
 
 from rle.callbacks.telemetry import TelemetryCallback
 from rle.paths import resolve_tracking
 from rle.tracking.logger import MLflowRunLogger, create_run
+from support.tiny import TinyModule
 
-FAKE_GPU = {"_target_": "rle.telemetry.fake.FakeGpuSource", "index": 0, "util_pct": [90.0, 60.0, 95.0]}
+FAKE_GPU = {
+    "_target_": "rle.telemetry.fake.FakeGpuSource",
+    "index": 0,
+    "util_pct": [90.0, 60.0, 95.0],
+}
 CPU = {"_target_": "rle.telemetry.cpu.CpuHostSource", "per_core": False}
 PROCESS = {"_target_": "rle.telemetry.cpu.ProcessSource"}
 FINAL_ONLY = ("collapse_events", "collapse_seconds", "collapse_fraction", "rle_smoothed_mean")
@@ -89,13 +93,18 @@ def test_exact_keys_no_metric_for_absent_sensors_and_artifacts() -> None:
     assert tags["power_source.cpu"] == "none"
     assert "power source" in tags["rle.cpu.absent"]
     assert "gpu" in tags["telemetry.sources"]
-    assert [m.value for m in client.get_metric_history(run_id, "rle/gpu_0/collapse_events")] == [0.0]
+    assert [m.value for m in client.get_metric_history(run_id, "rle/gpu_0/collapse_events")] == [
+        0.0
+    ]
     frame = pd.read_parquet(client.download_artifacts(run_id, "telemetry/samples.parquet"))
     assert set(frame["device"]) == {"cpu", "gpu_0"}
-    assert frame["wall_time_s"].is_monotonic_increasing or frame.groupby("device")["wall_time_s"].apply(
-        lambda s: s.is_monotonic_increasing
-    ).all()
-    assert {"global_step", "rank", "monotonic_s", "rle_smoothed", "E_th", "util_pct"} <= set(frame.columns)
+    assert (
+        frame["wall_time_s"].is_monotonic_increasing
+        or frame.groupby("device")["wall_time_s"].apply(lambda s: s.is_monotonic_increasing).all()
+    )
+    assert {"global_step", "rank", "monotonic_s", "rle_smoothed", "E_th", "util_pct"} <= set(
+        frame.columns
+    )
     assert frame["global_step"].between(0, 5).all()
     events = Path(client.download_artifacts(run_id, "telemetry/events.jsonl")).read_text()
     assert [json.loads(line) for line in events.splitlines()] == []  # warm-up is 60 s: no collapse
@@ -113,7 +122,12 @@ def test_estimated_cpu_power_is_the_only_way_to_cpu_rle() -> None:
 
 
 def test_rle_overrides_reach_the_metric() -> None:
-    client, run_id = _fit({"gpu": FAKE_GPU}, steps=3, sample_hz=20, rle={"profile": "default", "smooth": {"window_s": None}})
+    client, run_id = _fit(
+        {"gpu": FAKE_GPU},
+        steps=3,
+        sample_hz=20,
+        rle={"profile": "default", "smooth": {"window_s": None}},
+    )
     base = client.get_run(run_id).data.metrics["rle/gpu_0/e_th"]
     client2, run_id2 = _fit({"gpu": FAKE_GPU}, steps=3, sample_hz=20, rle={"profile": "legacy_v2"})
     assert client2.get_run(run_id2).data.metrics["rle/gpu_0/e_th"] != pytest.approx(base)
@@ -131,7 +145,13 @@ def test_bad_rle_profile_fails_at_construction() -> None:
 def test_a_stalled_source_does_not_stall_training() -> None:
     import time
 
-    stalled = {"_target_": "rle.telemetry.fake.ScriptedSource", "readings": [{"x_percentage": 1.0}], "name": "slow", "stall_s": 3.0, "cycle": True}
+    stalled = {
+        "_target_": "rle.telemetry.fake.ScriptedSource",
+        "readings": [{"x_percentage": 1.0}],
+        "name": "slow",
+        "stall_s": 3.0,
+        "cycle": True,
+    }
     t0 = time.monotonic()
     client, run_id = _fit({"slow": stalled, "cpu": CPU}, steps=3, sample_hz=20)
     assert client.get_run(run_id).info.status == "RUNNING"  # created by the test; fit returned

@@ -51,7 +51,9 @@ def test_multirun_is_a_parent_with_children_and_a_response_curve(tmp_path: Path)
     assert parent.info.status == "FINISHED"
     arts = {a.path for a in client.list_artifacts(parent.info.run_id, "response_curve")}
     assert arts == {"response_curve/response_curve.csv", "response_curve/response_curve.png"}
-    curve = pd.read_csv(client.download_artifacts(parent.info.run_id, "response_curve/response_curve.csv"))
+    curve = pd.read_csv(
+        client.download_artifacts(parent.info.run_id, "response_curve/response_curve.csv")
+    )
     assert list(curve["workload.optim.lr"]) == [0.001, 0.002]
     assert curve["util_mean_percentage"].notna().all()
     assert curve["temperature_peak_celsius"].isna().all()  # no sensor here: NaN, not 0
@@ -92,7 +94,12 @@ def test_ddp_inside_a_multirun() -> None:
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     children = [r for r in runs if r.data.tags.get("rle.role") == "sweep_child"]
     assert len(children) == 2
-    assert all(c.info.status == "FINISHED" and c.data.tags["trainer.strategy"] == "ddp_spawn" for c in children)
+    assert all(
+        c.info.status == "FINISHED" and c.data.tags["trainer.strategy"] == "ddp_spawn"
+        for c in children
+    )
     for c in children:  # both ranks' samples are in each child's one run
-        frame = pd.read_parquet(client.download_artifacts(c.info.run_id, "telemetry/samples.parquet"))
+        frame = pd.read_parquet(
+            client.download_artifacts(c.info.run_id, "telemetry/samples.parquet")
+        )
         assert set(frame["rank"]) == {0, 1}

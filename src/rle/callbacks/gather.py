@@ -88,13 +88,13 @@ def merge_windows(windows: Sequence[RankWindow]) -> MergedWindow:
         for device, terms in w.rle.items():
             rle.setdefault(device, {}).update(terms)
         rows.extend(w.rows)
-        for k, v in w.tags.items():
-            if k in tags and tags[k] != v:
-                if k.startswith("telemetry."):
-                    tags[k] = ",".join(sorted(set(tags[k].split(",")) | set(v.split(","))))
+        for tag, text in w.tags.items():
+            if tag in tags and tags[tag] != text:
+                if tag.startswith("telemetry."):
+                    tags[tag] = ",".join(sorted(set(tags[tag].split(",")) | set(text.split(","))))
                 # provenance tags of one device come from the one rank that samples it
             else:
-                tags[k] = v
+                tags[tag] = text
     if clashes:
         tags["telemetry.key_clash"] = ",".join(sorted(set(clashes)))[:5000]
     return MergedWindow(values, rle, rows, missing, tags)

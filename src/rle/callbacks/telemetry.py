@@ -167,7 +167,9 @@ class TelemetryCallback(L.Callback):
         if stage != "fit":
             return
         if not trainer.loggers:
-            raise MisconfigurationException("TelemetryCallback needs a logger (rle passes MLflowRunLogger).")
+            raise MisconfigurationException(
+                "TelemetryCallback needs a logger (rle passes MLflowRunLogger)."
+            )
         if not self.sources_cfg:
             return
         from rle.telemetry import Sampler, WindowAggregator, build_sources
@@ -176,7 +178,9 @@ class TelemetryCallback(L.Callback):
         overrides: dict[str, dict[str, Any]] = {}
         extra_unavailable: dict[str, str] = {}
         gpu_entry = cfg.get("gpu")
-        if gpu_entry is not None and str(dict(gpu_entry).get("_target_", "")).endswith("NvmlGpuSource"):
+        if gpu_entry is not None and str(dict(gpu_entry).get("_target_", "")).endswith(
+            "NvmlGpuSource"
+        ):
             device = pl_module.device
             if device.type == "cuda":
                 from rle.telemetry.gpu import cuda_device_uuids
@@ -189,7 +193,9 @@ class TelemetryCallback(L.Callback):
         for name, reason in extra_unavailable.items():
             self._built.unavailable[name] = reason
         self._aggregator = WindowAggregator()
-        self._sampler = Sampler(list(self._built.sources.values()), sample_hz=self.sample_hz, join_timeout_s=2.0)
+        self._sampler = Sampler(
+            list(self._built.sources.values()), sample_hz=self.sample_hz, join_timeout_s=2.0
+        )
         self._sampler.start()
 
     @override
@@ -209,7 +215,12 @@ class TelemetryCallback(L.Callback):
 
     @override
     def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
     ) -> None:
         self._window_samples += _batch_size(batch)
         if not self._stepped:
@@ -239,7 +250,9 @@ class TelemetryCallback(L.Callback):
         self._close()
 
     @override
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
         if self._sampler is not None and trainer.is_global_zero:
             window = self._rank_window(trainer, drain_only=True)
             self._rows.extend(window.rows)
@@ -275,7 +288,9 @@ class TelemetryCallback(L.Callback):
         window.sampling_time_s = summary.sampling_time_s
         process_keys = {k for k in summary.values if k.startswith("process_")}
         window.values = {k: v for k, v in summary.values.items() if k not in process_keys}
-        window.values.update(prefix_keys({k: summary.values[k] for k in process_keys}, f"rank_{rank}/"))
+        window.values.update(
+            prefix_keys({k: summary.values[k] for k in process_keys}, f"rank_{rank}/")
+        )
         if not self._tags_sent:
             window.tags = dict(self._built.tags)
             for name, reason in self._built.unavailable.items():
@@ -285,10 +300,18 @@ class TelemetryCallback(L.Callback):
         for s in samples:
             interval = None if self._prev_t is None else s.monotonic_s - self._prev_t
             inputs = rle_inputs(
-                s.values, cpu_rated_w=self.cpu_rated_w, previous_values=self._prev_values, interval_s=interval
+                s.values,
+                cpu_rated_w=self.cpu_rated_w,
+                previous_values=self._prev_values,
+                interval_s=interval,
             )
             self._prev_values, self._prev_t = dict(s.values), s.monotonic_s
-            base = {"wall_time_s": s.wall_time_s, "monotonic_s": s.monotonic_s, "global_step": s.global_step, "rank": rank}
+            base = {
+                "wall_time_s": s.wall_time_s,
+                "monotonic_s": s.monotonic_s,
+                "global_step": s.global_step,
+                "rank": rank,
+            }
             proc = {k: v for k, v in s.values.items() if k.startswith("process_")}
             if not inputs:
                 window.rows.append({**base, "device": f"rank_{rank}", **proc})
@@ -329,7 +352,9 @@ class TelemetryCallback(L.Callback):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         # Collectives on every rank at the same steps (the cadence depends on global_step only).
         loss_mean = trainer.strategy.reduce(loss.detach(), reduce_op="mean")
-        samples = trainer.strategy.reduce(torch.tensor(float(self._window_samples), device=loss.device), reduce_op="sum")
+        samples = trainer.strategy.reduce(
+            torch.tensor(float(self._window_samples), device=loss.device), reduce_op="sum"
+        )
         merged = self._collect(trainer) if self._sampler is not None else None
         step = current_step(trainer)
         if trainer.is_global_zero:
@@ -348,13 +373,19 @@ class TelemetryCallback(L.Callback):
                 metrics.update({str(k): float(v) for k, v in step_metrics().items()})
             if merged is not None:
                 self._rows.extend(merged.rows)
-                metrics.update({keys.system_key(k): v for k, v in merged.values.items() if math.isfinite(v)})
+                metrics.update(
+                    {keys.system_key(k): v for k, v in merged.values.items() if math.isfinite(v)}
+                )
                 for device, terms in merged.rle.items():
                     for col, v in terms.items():
                         key = rle_metric_key(device, col)
                         if key is not None and math.isfinite(v):
                             metrics[key] = v
-                energy_j = sum(v for k, v in merged.values.items() if k.endswith("_energy_joules") and math.isfinite(v))
+                energy_j = sum(
+                    v
+                    for k, v in merged.values.items()
+                    if k.endswith("_energy_joules") and math.isfinite(v)
+                )
                 has_energy = any(k.endswith("_energy_joules") for k in merged.values)
                 steps_in_window = max(1, step - self._last_logged_step)
                 if has_energy:
@@ -364,7 +395,9 @@ class TelemetryCallback(L.Callback):
                 self._log_new_tags(trainer, merged.tags, merged.rle)
             self._overhead_s += time.perf_counter() - t0
             if self._sampler is not None:
-                metrics[keys.system_key("telemetry_overhead_milliseconds")] = self._overhead_s * 1000.0
+                metrics[keys.system_key("telemetry_overhead_milliseconds")] = (
+                    self._overhead_s * 1000.0
+                )
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=step)
         self._overhead_s = 0.0
@@ -374,7 +407,9 @@ class TelemetryCallback(L.Callback):
 
     # ------------------------------------------------------------------------------ tags, end
 
-    def _log_new_tags(self, trainer: L.Trainer, tags: Mapping[str, str], rle: Mapping[str, Any]) -> None:
+    def _log_new_tags(
+        self, trainer: L.Trainer, tags: Mapping[str, str], rle: Mapping[str, Any]
+    ) -> None:
         new = {k: v for k, v in tags.items() if self._tags_logged.get(k) != v}
         self._tags_logged.update(new)
         if new:
@@ -401,7 +436,9 @@ class TelemetryCallback(L.Callback):
         events_out: list[dict[str, Any]] = []
         if self._missing_windows:
             tags["telemetry.missing_windows"] = str(self._missing_windows)
-        for device, df in frame[frame["device"].isin(self._streams_devices(frame))].groupby("device"):
+        for device, df in frame[frame["device"].isin(self._streams_devices(frame))].groupby(
+            "device"
+        ):
             dev = str(device)
             df = df.sort_values("monotonic_s")
             if "rle_smoothed" in df and df["rle_smoothed"].notna().any():
@@ -469,7 +506,9 @@ class TelemetryCallback(L.Callback):
     def _streams_devices(frame: Any) -> list[str]:
         return [d for d in frame["device"].unique() if not str(d).startswith("rank_")]
 
-    def _write_artifacts(self, trainer: L.Trainer, frame: Any, events: list[dict[str, Any]]) -> None:
+    def _write_artifacts(
+        self, trainer: L.Trainer, frame: Any, events: list[dict[str, Any]]
+    ) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             parquet = Path(tmp) / "samples.parquet"
             frame.to_parquet(parquet, index=False)

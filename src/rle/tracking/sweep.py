@@ -72,12 +72,17 @@ class MLflowSweepCallback(Callback):
         from rle.tracking.logger import client_for, create_run, log_params
 
         self.location = _ensure_location(config)
-        experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or str(config.tracking.experiment_name)
+        experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or str(
+            config.tracking.experiment_name
+        )
         sweep_id = uuid.uuid4().hex[:12]
         params = _sweep_params(config)
         name = "sweep " + " ".join(f"{k.removeprefix('sweep.')}={v}" for k, v in params.items())
         _, self.parent_run_id = create_run(
-            self.location, experiment, name[:250], {"rle.sweep_id": sweep_id, "rle.role": "sweep_parent"}
+            self.location,
+            experiment,
+            name[:250],
+            {"rle.sweep_id": sweep_id, "rle.role": "sweep_parent"},
         )
         log_params(client_for(self.location), self.parent_run_id, params)
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -94,7 +99,8 @@ class MLflowSweepCallback(Callback):
         client = client_for(self.location)
         parent = client.get_run(self.parent_run_id)
         children = client.search_runs(
-            [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}'"
+            [parent.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}'",
         )
         statuses = [c.info.status for c in children]
         log_tags(
@@ -122,8 +128,14 @@ class MLflowSweepCallback(Callback):
         if rows:
             _log_response_curve(client, self.parent_run_id, rows, swept)
         failed = statuses.count("FAILED") + statuses.count("KILLED")
-        end_run(self.location, self.parent_run_id, "FAILED" if children and failed == len(children) else "FINISHED")
-        log.info("Sweep parent %s: %d children, %d failed", self.parent_run_id, len(children), failed)
+        end_run(
+            self.location,
+            self.parent_run_id,
+            "FAILED" if children and failed == len(children) else "FINISHED",
+        )
+        log.info(
+            "Sweep parent %s: %d children, %d failed", self.parent_run_id, len(children), failed
+        )
 
 
 def parent_run_for_job() -> tuple[str, str] | None:
@@ -159,7 +171,9 @@ def _is_sweep_value(value: str) -> bool:
     return "," in value or bool(re.match(r"^(range|choice|interval|glob)\(", value))
 
 
-_PER_STEP = re.compile(r"^(system/(cpu|gpu_\d+)_utilization_percentage|synthetic/duty_cycle_achieved)$")
+_PER_STEP = re.compile(
+    r"^(system/(cpu|gpu_\d+)_utilization_percentage|synthetic/duty_cycle_achieved)$"
+)
 
 
 def _run_means(client: Any, run_id: str, latest: Mapping[str, float]) -> dict[str, float]:
@@ -167,7 +181,9 @@ def _run_means(client: Any, run_id: str, latest: Mapping[str, float]) -> dict[st
     out = dict(latest)
     for key in latest:
         if _PER_STEP.match(key):
-            values = [m.value for m in client.get_metric_history(run_id, key) if math.isfinite(m.value)]
+            values = [
+                m.value for m in client.get_metric_history(run_id, key) if math.isfinite(m.value)
+            ]
             if values:
                 out[key] = sum(values) / len(values)
     return out
@@ -215,7 +231,9 @@ def response_curve(rows: Sequence[Mapping[str, Any]], swept: Sequence[str]) -> A
     return frame.sort_values(keys, kind="stable").reset_index(drop=True) if keys else frame
 
 
-def _log_response_curve(client: Any, parent_id: str, rows: Sequence[Mapping[str, Any]], swept: Sequence[str]) -> None:
+def _log_response_curve(
+    client: Any, parent_id: str, rows: Sequence[Mapping[str, Any]], swept: Sequence[str]
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -231,7 +249,9 @@ def _log_response_curve(client: Any, parent_id: str, rows: Sequence[Mapping[str,
         frame.to_csv(csv, index=False)
         client.log_artifact(parent_id, str(csv), artifact_path="response_curve")
         if x is not None and responses:
-            fig, axes = plt.subplots(len(responses), 1, figsize=(6, 2.2 * len(responses)), sharex=True, squeeze=False)
+            fig, axes = plt.subplots(
+                len(responses), 1, figsize=(6, 2.2 * len(responses)), sharex=True, squeeze=False
+            )
             for ax, name in zip(axes[:, 0], responses, strict=True):
                 ok = frame[frame["status"] == "FINISHED"]
                 ax.plot(ok[x], ok[name], marker="o")
