@@ -62,8 +62,8 @@ def test_multirun_is_a_parent_with_children_and_a_response_curve(tmp_path: Path)
 def test_responses_are_nan_safe_and_sum_devices() -> None:
     r = _responses(
         {
-            "system/gpu_0_utilization_percentage": 50.0,
-            "system/gpu_1_utilization_percentage": 70.0,
+            "summary/gpu_0_utilization_mean_percentage": 50.0,
+            "summary/gpu_1_utilization_mean_percentage": 70.0,
             "summary/gpu_0_power_mean_watts": 100.0,
             "summary/gpu_1_power_mean_watts": 150.0,
             "summary/gpu_0_temperature_max_celsius": 60.0,

@@ -455,6 +455,8 @@ class TelemetryCallback(L.Callback):
                     if missing
                     else "inputs not measured"
                 )
+            if "util_pct" in df and df["util_pct"].notna().any():
+                metrics[f"summary/{dev}_utilization_mean_percentage"] = float(df["util_pct"].mean())
             for col, stat_name in (("power_w", "power"), ("temp_c", "temperature")):
                 if col in df and df[col].notna().any():
                     s = df[col].dropna()

@@ -34,7 +34,7 @@ PARENT_FILE = ".rle_parent_run"
 """File in the Hydra sweep directory holding ``<parent run id> <sweep id>``."""
 
 _RESPONSES: Sequence[tuple[str, str]] = (
-    ("util_mean_percentage", r"^system/(cpu|gpu_\d+)_utilization_percentage$"),
+    ("util_mean_percentage", r"^summary/(cpu|gpu_\d+)_utilization_mean_percentage$"),
     ("power_mean_watts", r"^summary/.*_power_mean_watts$"),
     ("power_p95_watts", r"^summary/.*_power_p95_watts$"),
     ("temperature_peak_celsius", r"^summary/.*_temperature_max_celsius$"),
@@ -186,6 +186,12 @@ def _run_means(client: Any, run_id: str, latest: Mapping[str, float]) -> dict[st
             ]
             if values:
                 out[key] = sum(values) / len(values)
+                device = re.match(r"^system/(cpu|gpu_\d+)_utilization_percentage$", key)
+                summary = (
+                    f"summary/{device.group(1)}_utilization_mean_percentage" if device else None
+                )
+                if summary and summary not in latest:  # a run without the run-level summary
+                    out[summary] = out[key]
     return out
 
 
