@@ -12,11 +12,26 @@ pure functions of :mod:`rle.analysis`, and writes one **evaluation run** (tags `
     python -m rle.evaluate selection.filter="tags.workload = 'synthetic'"
     python -m rle.evaluate selection.parent_run_id=<sweep parent run id>
     python -m rle.evaluate 'selection.run_ids=[<id1>,<id2>]' evaluation.correlation.max_lag_s=5
+
+The legacy methods (``docs/rle-metric.md`` §8.3) reproduce the original lab's analyses on joint
+sessions imported by :mod:`rle.ingest` (tag ``rle.source=rle_lab_joint``) from their original
+files (artifacts ``original/``), beside the corrected ``default`` analysis of the same runs::
+
+    python -m rle.evaluate evaluation=legacy_joint_session 'selection.experiment_names=[rle-lab-import]'
+    python -m rle.evaluate evaluation=legacy_lag_report 'selection.experiment_names=[rle-lab-import]'
+
+``legacy_joint_session`` compares every computed field of ``analysis_<id>.json`` with the
+reproduction (``legacy_joint_session.csv``, tolerance :data:`LEGACY_TOLERANCE`);
+``legacy_lag_report`` writes the lab's comprehensive lag report over the selected sessions
+(``legacy_lag_report.json``/``.csv``). Selected runs that are not imported joint sessions are
+listed as skipped.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -37,6 +52,9 @@ from rle import paths
 from rle.errors import ConfigError, RLEError
 
 __all__ = [
+    "LEGACY_COLUMNS",
+    "LEGACY_METHODS",
+    "LEGACY_TOLERANCE",
     "EvalResult",
     "main",
     "run_evaluation",
@@ -61,6 +79,36 @@ SCATTERS: tuple[tuple[str, str, str, str], ...] = (
     ),
 )
 """Scatter plots: (x, y, file, title)."""
+
+LEGACY_METHODS: tuple[str, ...] = ("legacy_joint_session", "legacy_lag_report")
+"""``correlation.method`` values that reproduce the lab's analyses (:mod:`rle.analysis.legacy`)."""
+LEGACY_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "session_id",
+    "field",
+    "reproduced",
+    "stored",
+    "abs_diff",
+    "match",
+)
+"""Columns of ``legacy_joint_session.csv``: one row per run and field of ``analysis_<id>.json``."""
+LEGACY_TOLERANCE = 1e-6
+"""Largest absolute difference of a reproduced number that still matches the stored one."""
+JOINT_SOURCE = "rle_lab_joint"
+"""``rle.source`` of a joint session imported by :mod:`rle.ingest`."""
+LAG_REPORT_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "session_id",
+    "session_dir",
+    "session_type",
+    "samples",
+    "lag_rows",
+    "correlation",
+    "p_value",
+    "interpretation",
+    "is_peak",
+)
+"""Columns of ``legacy_lag_report.csv``: one row per session and lag (in rows)."""
 
 FINGERPRINT_PLOT_FEATURES: dict[str, str] = {
     "util_mean_percentage": "utilisation, mean (%)",
@@ -97,6 +145,9 @@ class EvalResult:
         warnings: Sanity-check warnings.
         notes: Remarks from the selection.
         timings_s: Wall time of ``select``, ``read``, ``analyse`` and ``write``, s.
+        method: ``evaluation.correlation.method``.
+        legacy: ``legacy_joint_session.csv`` rows (:data:`LEGACY_COLUMNS`; legacy method only).
+        legacy_report: The reproduced lag report with its ``summary`` (``legacy_lag_report``).
     """
 
     status: str
@@ -114,6 +165,9 @@ class EvalResult:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
+    method: str = "default"
+    legacy: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(LEGACY_COLUMNS)))
+    legacy_report: dict[str, Any] | None = None
 
 
 # -------------------------------------------------------------------------------------- config
@@ -169,7 +223,9 @@ def settings_from_config(cfg: DictConfig) -> tuple[Any, Any, list[Any]]:
         cfg: The composed ``evaluate`` config.
 
     Returns:
-        ``(CorrelationSettings, SpikeSettings, pairs)``.
+        ``(CorrelationSettings, SpikeSettings, pairs)``. For a legacy method
+        (:data:`LEGACY_METHODS`) the settings are those of the ``default`` analysis that the
+        report puts beside the reproduction.
 
     Raises:
         rle.errors.ConfigError: On an unknown method, alignment or detrending, or a value out
@@ -185,10 +241,10 @@ def settings_from_config(cfg: DictConfig) -> tuple[Any, Any, list[Any]]:
 
     c = cfg.evaluation.correlation
     method = str(c.method)
-    if method not in CORRELATION_METHODS:
+    if method not in (*CORRELATION_METHODS, *LEGACY_METHODS):
         raise ConfigError(
             f"evaluation.correlation.method={method!r} is not available; valid choices: "
-            f"{', '.join(CORRELATION_METHODS)}."
+            f"{', '.join((*CORRELATION_METHODS, *LEGACY_METHODS))}."
         )
     if str(c.align) not in ALIGN_METHODS:
         raise ConfigError(
@@ -210,7 +266,7 @@ def settings_from_config(cfg: DictConfig) -> tuple[Any, Any, list[Any]]:
         if not ok:
             raise ConfigError(f"evaluation.correlation.{name}={c[name]!r} is out of range.")
     settings = CorrelationSettings(
-        method=method,
+        method="default" if method in LEGACY_METHODS else method,
         align=str(c.align),  # type: ignore[arg-type]
         detrend=str(c.detrend),  # type: ignore[arg-type]
         resample_hz=float(c.resample_hz),
@@ -272,6 +328,28 @@ def _devices_in_metrics(metric_keys: Sequence[str]) -> list[str]:
     return sorted(devices)
 
 
+_NOT_MEASURED = ("placeholder", "estimated")
+
+
+def _standard_samples(table: pd.DataFrame | None) -> pd.DataFrame | None:
+    """An imported run's samples table (:mod:`rle.ingest`) in the live logger's terms.
+
+    Imported tables carry UTC ``timestamp`` values instead of ``wall_time_s`` and say per row
+    where power and temperature came from; placeholder and estimated readings are not
+    measurements, so they become NaN (as the importer does for the logged metrics).
+    """
+    if table is None or "wall_time_s" in table or "timestamp" not in table:
+        return table
+    out = table.copy()
+    times = pd.to_datetime(out["timestamp"], utc=True, errors="coerce")
+    out["wall_time_s"] = (times - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    for col, source in (("temp_c", "temp_source"), ("power_w", "power_source")):
+        if col in out and source in out:
+            fake = out[source].astype(str).str.lower().isin(_NOT_MEASURED)
+            out[col] = pd.to_numeric(out[col], errors="coerce").mask(fake)
+    return out
+
+
 def _read(reader: Any, runs: pd.DataFrame, group_by: str) -> tuple[list[_RunData], float]:
     """Read histories and samples of the selected runs (the only I/O of the evaluation)."""
     from rle.analysis.align import device_frames, device_frames_from_steps, step_series
@@ -285,7 +363,7 @@ def _read(reader: Any, runs: pd.DataFrame, group_by: str) -> tuple[list[_RunData
     step_keys: dict[str, dict[str, dict[str, str]]] = {}
     for run in runs.to_dict("records"):
         rid = str(run["run_id"])
-        samples[rid] = reader.samples(rid, run["artifact_uri"])
+        samples[rid] = _standard_samples(reader.samples(rid, run["artifact_uri"]))
         if samples[rid] is None:
             present = set(run["metrics"])
             step_keys[rid] = {
@@ -486,6 +564,206 @@ def _analyse(data: list[_RunData], settings: Any, spikes: Any, pairs: list[Any])
     return a
 
 
+# ---------------------------------------------------------------------------- legacy methods
+
+
+@dataclass
+class _Legacy:
+    method: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    sessions: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    report: dict[str, Any] | None = None
+    lag_rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _is_joint_session(run: Mapping[str, Any]) -> bool:
+    from rle.tracking import keys
+
+    return str(run["tags"].get(keys.TAG_SOURCE, "")) == JOINT_SOURCE
+
+
+def _split_legacy(runs: pd.DataFrame, method: str) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+    """The imported joint sessions among the selected runs, and the others as skipped rows."""
+    from rle.tracking import keys
+
+    keep, skipped = [], []
+    for i, run in enumerate(runs.to_dict("records")):
+        if _is_joint_session(run):
+            keep.append(i)
+            continue
+        source = run["tags"].get(keys.TAG_SOURCE) or "unset (a run of rle.train or rle.sync?)"
+        skipped.append(
+            {
+                "run_id": str(run["run_id"]),
+                "what": "run",
+                "reason": f"not an imported joint session (rle.source={source}): {method} only "
+                f"reproduces joint-session bundles imported by rle.ingest "
+                f"(rle.source={JOINT_SOURCE})",
+            }
+        )
+    return runs.iloc[keep].reset_index(drop=True), skipped
+
+
+def _field_rows(
+    run_id: str, session_id: str, reproduced: Mapping[str, Any], stored: Mapping[str, Any] | None
+) -> list[dict[str, Any]]:
+    """One comparison row per computed field of ``analysis_<id>.json`` (nested keys dotted)."""
+
+    def flat(prefix: str, node: Mapping[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+        for k, v in node.items():
+            name = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(v, Mapping):
+                flat(name, v, out)
+            else:
+                out[name] = v
+        return out
+
+    mine = flat("", reproduced, {})
+    theirs = flat("", stored, {}) if stored is not None else {}
+    rows = []
+    for name, value in mine.items():
+        other = theirs.get(name)
+        if isinstance(value, bool):
+            ok = isinstance(other, bool) and other == value
+            diff = 0.0 if ok else math.nan
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "session_id": session_id,
+                    "field": name,
+                    "reproduced": value,
+                    "stored": other,
+                    "abs_diff": diff,
+                    "match": ok,
+                }
+            )
+            continue
+        a = float(value) if value is not None else math.nan
+        try:
+            b = float(other) if other is not None else math.nan
+        except (TypeError, ValueError):
+            b = math.nan
+        both_nan = math.isnan(a) and math.isnan(b) and other is not None
+        diff = 0.0 if both_nan else abs(a - b)
+        rows.append(
+            {
+                "run_id": run_id,
+                "session_id": session_id,
+                "field": name,
+                "reproduced": value,
+                "stored": other,
+                "abs_diff": diff,
+                "match": bool(both_nan or diff <= LEGACY_TOLERANCE),
+            }
+        )
+    return rows
+
+
+def _legacy(reader: Any, runs: pd.DataFrame, method: str) -> _Legacy:
+    """Reproduce the lab's analysis from each imported joint session's original files."""
+    from rle.analysis.legacy import legacy_joint_session, legacy_lag_report, legacy_lag_summary
+    from rle.importers.rle_lab import read_joint_session
+
+    out = _Legacy(method)
+    lag_inputs: dict[str, tuple[Any, pd.DataFrame]] = {}
+    lag_runs: dict[str, tuple[str, str]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in runs.to_dict("records"):
+            rid = str(run["run_id"])
+            tags = run["tags"]
+            folder = reader.original_files(rid, Path(tmp) / rid, run["artifact_uri"])
+            if folder is None:
+                out.skipped.append(
+                    {
+                        "run_id": rid,
+                        "what": method,
+                        "reason": "no original/ artifacts: the bundle's files were not attached",
+                    }
+                )
+                continue
+            try:
+                session = read_joint_session(folder, tags.get("rle.session_id") or None)
+            except RLEError as e:
+                out.skipped.append({"run_id": rid, "what": method, "reason": str(e)})
+                continue
+            sid = session.session_id
+            rows = session.monitor.rows
+            device = (
+                rows["device"].astype(str).str.strip().str.lower() if "device" in rows else None
+            )
+            info: dict[str, Any] = {
+                "run_id": rid,
+                "session_id": sid,
+                "session_dir": str(tags.get("rle.original_folder") or folder.name),
+                "training_rows": len(session.training_entries),
+                "gpu_rows": int((device == "gpu").sum()) if device is not None else len(rows),
+                "cpu_rows": int((device == "cpu").sum()) if device is not None else 0,
+                "has_stored": session.analysis is not None,
+            }
+            if method == "legacy_joint_session":
+                try:
+                    reproduced = legacy_joint_session(session.training_entries, rows)
+                except RLEError as e:
+                    out.skipped.append({"run_id": rid, "what": method, "reason": str(e)})
+                    continue
+                if session.analysis is None:
+                    out.skipped.append(
+                        {
+                            "run_id": rid,
+                            "what": f"analysis_{sid}.json",
+                            "reason": "not in the bundle: reproduced values written, nothing to "
+                            "compare them with",
+                        }
+                    )
+                field_rows = _field_rows(rid, sid, reproduced, session.analysis)
+                info["reproduced"] = reproduced
+                info["agrees"] = session.analysis is not None and all(
+                    r["match"] for r in field_rows
+                )
+                out.rows += field_rows
+            else:
+                key = info["session_dir"]
+                if key in lag_inputs:
+                    key = f"{key}/{sid}"
+                lag_inputs[key] = (session.training_entries, rows)
+                lag_runs[key] = (rid, sid)
+            out.sessions.append(info)
+    if method == "legacy_lag_report" and lag_inputs:
+        report = legacy_lag_report(lag_inputs)
+        report["summary"] = legacy_lag_summary(report)
+        out.report = report
+        analysed = {str(r["session_dir"]) for r in report["detailed_results"]}
+        for key, (rid, _) in lag_runs.items():
+            if key not in analysed:
+                out.skipped.append(
+                    {
+                        "run_id": rid,
+                        "what": method,
+                        "reason": "fewer than 10 aligned rows: the lab's lag report skips the "
+                        "session",
+                    }
+                )
+        for res in report["detailed_results"]:
+            rid, sid = lag_runs[str(res["session_dir"])]
+            for lag, lc in res["lag_correlations"].items():
+                out.lag_rows.append(
+                    {
+                        "run_id": rid,
+                        "session_id": sid,
+                        "session_dir": res["session_dir"],
+                        "session_type": res["session_type"],
+                        "samples": res["samples"],
+                        "lag_rows": int(lag),
+                        "correlation": lc["correlation"],
+                        "p_value": lc["p_value"],
+                        "interpretation": lc["interpretation"],
+                        "is_peak": int(lag) == int(res["peak_lag"]),
+                    }
+                )
+    return out
+
+
 # ------------------------------------------------------------------------------------- outputs
 
 
@@ -510,9 +788,10 @@ def _write(
     group_by: str,
     dpi: int,
     plots: bool,
+    legacy: _Legacy | None = None,
 ) -> list[str]:
     from rle.analysis.fingerprint import FINGERPRINT_COLUMNS
-    from rle.analysis.report import render_report
+    from rle.analysis.report import legacy_section, render_report
 
     files: list[str] = []
     fp_all = pd.concat(
@@ -563,6 +842,22 @@ def _write(
             dpi=dpi,
         )
         files += ["lag_plot.png", "fingerprint_comparison.png"]
+    sections: list[str] = []
+    if legacy is not None:
+        files += _write_legacy(out, result, legacy)
+        sections.append(
+            legacy_section(
+                legacy.method,
+                comparison=result.legacy,
+                sessions=pd.DataFrame(legacy.sessions),
+                runs=result.runs,
+                correlations=result.correlations,
+                settings=settings,
+                tolerance=LEGACY_TOLERANCE,
+                lag_report=legacy.report,
+                lag_rows=pd.DataFrame(legacy.lag_rows, columns=list(LAG_REPORT_COLUMNS)),
+            )
+        )
     files.append("report.md")
     text = render_report(
         header=header,
@@ -579,9 +874,25 @@ def _write(
         spike_settings=spikes,
         group_by=group_by,
         files=files,
+        sections=sections,
     )
     (out / "report.md").write_text(text, encoding="utf-8")
     return files
+
+
+def _write_legacy(out: Path, result: EvalResult, legacy: _Legacy) -> list[str]:
+    """The legacy method's files: the field comparison, or the reproduced lag report."""
+    if legacy.method == "legacy_joint_session":
+        result.legacy.to_csv(out / "legacy_joint_session.csv", index=False)
+        return ["legacy_joint_session.csv"]
+    pd.DataFrame(legacy.lag_rows, columns=list(LAG_REPORT_COLUMNS)).to_csv(
+        out / "legacy_lag_report.csv", index=False
+    )
+    report = legacy.report or {"total_sessions": 0, "detailed_results": [], "summary": {}}
+    (out / "legacy_lag_report.json").write_text(
+        json.dumps(report, indent=2, default=str), encoding="utf-8"
+    )
+    return ["legacy_lag_report.csv", "legacy_lag_report.json"]
 
 
 def _frame(rows: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
@@ -673,7 +984,32 @@ def run_evaluation(cfg: DictConfig) -> EvalResult:
             timings_s=timings,
         )
 
-    data, timings["read"] = _read(reader, selected.runs, group_by)
+    method = str(cfg.evaluation.correlation.method)
+    to_read = selected.runs
+    legacy: _Legacy | None = None
+    if method in LEGACY_METHODS:
+        to_read, not_joint = _split_legacy(selected.runs, method)
+        skipped_rows += not_joint
+        if to_read.empty:
+            message = (
+                f"Nothing to evaluate with {method}: none of the {len(selected.runs)} selected "
+                f"run(s) is an imported joint session (rle.source={JOINT_SOURCE}; import the "
+                "bundle folder with `python -m rle.ingest PATH` and select its experiment)."
+            )
+            log.error("%s", message)
+            return EvalResult(
+                "EMPTY",
+                message,
+                skipped=_frame(skipped_rows, ["run_id", "what", "reason"]),
+                notes=selected.notes,
+                timings_s=timings,
+                method=method,
+            )
+        t_legacy = time.perf_counter()
+        legacy = _legacy(reader, to_read, method)
+        timings["legacy"] = time.perf_counter() - t_legacy
+        skipped_rows += legacy.skipped
+    data, timings["read"] = _read(reader, to_read, group_by)
     t1 = time.perf_counter()
     analysis = _analyse(data, settings, spike_settings, pairs)
     skipped_rows += analysis.skipped
@@ -706,8 +1042,12 @@ def run_evaluation(cfg: DictConfig) -> EvalResult:
         warnings=warnings,
         notes=selected.notes,
         timings_s=timings,
+        method=method,
     )
-    if result.runs.empty:
+    if legacy is not None:
+        result.legacy = _frame(legacy.rows, LEGACY_COLUMNS)
+        result.legacy_report = legacy.report
+    if result.runs.empty and (legacy is None or not legacy.sessions):
         result.status = "EMPTY"
         result.message = f"Nothing to evaluate: none of the {len(selected.runs)} selected run(s) logged an optimizer step."
         log.error("%s", result.message)
@@ -720,14 +1060,18 @@ def run_evaluation(cfg: DictConfig) -> EvalResult:
         or reader.experiment_name(str(selected.runs["experiment_id"].iloc[0]))
     )
     run_ids = list(result.runs["run_id"])
+    if legacy is not None:
+        run_ids += [str(s["run_id"]) for s in legacy.sessions if s["run_id"] not in run_ids]
     header = {
         "created (UTC)": datetime.now(UTC).isoformat(timespec="seconds"),
         "tracking URI": shown_uri,
         "selection": selection.describe(),
         "runs analysed": str(len(run_ids)),
         "grouped by": group_by,
-        "correlation.method": settings.method,
+        "correlation.method": method,
     }
+    if legacy is not None:
+        header["corrected analysis beside it"] = "correlation.method=default"
     run_id: str | None = None
     status = "FAILED"
     t2 = time.perf_counter()
@@ -754,6 +1098,7 @@ def run_evaluation(cfg: DictConfig) -> EvalResult:
             group_by,
             int(cfg.evaluation.plots.dpi),
             bool(cfg.evaluation.plots.enabled),
+            legacy,
         )
         if run_id is not None:
             client = client_for(location)
@@ -774,6 +1119,12 @@ def run_evaluation(cfg: DictConfig) -> EvalResult:
             }
             if classifier.available:
                 metrics["evaluation/classifier_loo_accuracy"] = classifier.accuracy
+            if legacy is not None:
+                metrics["evaluation/legacy_sessions"] = float(len(legacy.sessions))
+                if method == "legacy_joint_session":
+                    metrics["evaluation/legacy_sessions_agreeing"] = float(
+                        sum(bool(s.get("agrees")) for s in legacy.sessions)
+                    )
             from mlflow.entities import Metric
 
             stamp = int(time.time() * 1000)
@@ -844,6 +1195,21 @@ def summary_text(result: EvalResult) -> str:
     if len(result.skipped):
         lines += ["", "Skipped or partial:"]
         lines += [f"  {r.run_id[:8]}  {r.what}: {r.reason}" for r in result.skipped.itertuples()]
+    if result.method == "legacy_joint_session" and len(result.legacy):
+        leg = result.legacy
+        lines += ["", "legacy_joint_session (reproduced vs stored analysis_<id>.json):"]
+        for (rid, sid), part in leg.groupby(["run_id", "session_id"], sort=False):
+            bad = part.loc[~part["match"].astype(bool), "field"].tolist()
+            lines.append(
+                f"  {str(rid)[:8]}  {sid}: {int(part['match'].astype(bool).sum())}/{len(part)} "
+                f"fields match to {LEGACY_TOLERANCE:g}"
+                + (f" (differ: {', '.join(bad)})" if bad else "")
+            )
+    if result.legacy_report is not None:
+        lines.append(
+            f"legacy_lag_report: {result.legacy_report['total_sessions']} session(s) reproduced "
+            "(legacy_lag_report.json)"
+        )
     for w in result.warnings:
         lines.append(f"WARNING: {w}")
     clf = result.classifier

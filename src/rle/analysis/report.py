@@ -14,7 +14,7 @@ import pandas as pd
 from rle.analysis.correlation import CorrelationSettings, SpikeSettings
 from rle.analysis.fingerprint import THROTTLE_MASK, ClassifierResult
 
-__all__ = ["fmt", "fingerprint_table", "markdown_table", "render_report"]
+__all__ = ["fingerprint_table", "fmt", "legacy_section", "markdown_table", "render_report"]
 
 TERMINAL_COLUMNS: dict[str, str] = {
     "group": "workload",
@@ -198,6 +198,7 @@ def render_report(
     spike_settings: SpikeSettings,
     group_by: str,
     files: Sequence[str],
+    sections: Sequence[str] = (),
 ) -> str:
     """Render ``report.md``.
 
@@ -217,6 +218,8 @@ def render_report(
         spike_settings: Spike settings.
         group_by: Grouping key of the fingerprints.
         files: Artifact file names.
+        sections: Further Markdown sections, placed after the correlations (e.g.
+            :func:`legacy_section`).
 
     Returns:
         The Markdown text.
@@ -276,6 +279,7 @@ def render_report(
     )
     out.append(markdown_table(summary))
     out.append("\nEvery row, lag and note is in `correlations.csv`.\n")
+    out += list(sections)
     out.append("## Spike–collapse coupling\n")
     out.append(
         markdown_table(
@@ -345,3 +349,269 @@ def _correlation_summary(correlations: pd.DataFrame, d: str) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+_LEGACY_PAIRS: dict[str, tuple[str, str]] = {
+    "gpu_grad_rle": ("train/grad_norm", "rle_smoothed"),
+    "gpu_temp_grad": ("train/grad_norm", "temp_c"),
+    "gpu_loss_rle": ("train/loss", "rle_smoothed"),
+}
+"""The lab's correlation fields and the ``default`` pairs that measure the same thing."""
+
+_WHAT_CHANGED = """### What changed and why (rle-metric.md §9)
+
+- **Devices are never pooled (C3).** `legacy_joint_session` uses the v2 GPU rows only, but the
+  lab's headline lag numbers (`legacy_lag_report`) interleave CPU and GPU rows in one series with
+  timestamps truncated to whole seconds. The default method correlates each device separately.
+- **N counts telemetry samples, not training rows (C1).** `aligned_samples` is the number of
+  training-log rows (the summary entry included), matched or not; about 2.4 optimizer steps share
+  each 1 Hz GPU sample, so the same reading is counted several times and p-values are too small.
+  The default method's `n` is the number of distinct telemetry samples, and its p-values come from
+  a block-permutation null.
+- **Lags are seconds, with one sign convention (C2).** The lab's lags are training-step rows
+  (≈ the step interval each, or ≈ 0.5 s for interleaved rows) labelled as seconds, and its two
+  analyses give the same sign opposite meanings (`legacy_joint_session`: k > 0 pairs grad_norm(t)
+  with rle_smoothed(t − k rows); `legacy_lag_report`: k > 0 is "grad_norm leads"). The default
+  method resamples both series to a common grid in seconds; lag L > 0 means the hardware series
+  follows the training series by L seconds.
+- **Trends are removed first (C5).** grad_norm falls with the step while the GPU warms, so a raw r
+  between them (temperature vs grad_norm above all) mostly measures two trends. The default method
+  correlates first differences (or straight-line residuals) and tests against a permutation null;
+  compare its detrended r with the lab's raw r.
+- **Only the training interval counts (C7).** The lab's merge keeps every training row, including
+  the summary entry; the default method uses the samples between the first and last optimizer
+  step and reports the idle head and tail separately.
+"""
+
+
+def _default_row(correlations: pd.DataFrame, run_id: str, x: str, y: str, d: str) -> dict[str, Any]:
+    """The default analysis of one pair on the run's GPU device(s), as report cells."""
+    empty: dict[str, Any] = {
+        "device": "-",
+        "r raw": math.nan,
+        "n (samples)": math.nan,
+        f"r {d}": math.nan,
+        f"p {d} (perm)": math.nan,
+        "peak lag s": math.nan,
+        "peak r": math.nan,
+    }
+    if correlations.empty:
+        return empty
+    part = correlations[
+        (correlations["run_id"] == run_id)
+        & (correlations["x"] == x)
+        & (correlations["y"] == y)
+        & correlations["device"].astype(str).str.startswith("gpu")
+    ]
+    if part.empty:
+        return empty
+    device = sorted(set(part["device"].astype(str)))[0]
+    part = part[part["device"] == device]
+    by = {str(m): r for m, r in part.groupby("method")}
+
+    def get(method: str, col: str) -> Any:
+        frame = by.get(method)
+        return frame[col].iloc[0] if frame is not None and len(frame) else math.nan
+
+    return {
+        "device": device,
+        "r raw": get("pearson", "r"),
+        "n (samples)": get("pearson", "n"),
+        f"r {d}": get(f"pearson_{d}", "r"),
+        f"p {d} (perm)": get(f"pearson_{d}", "p_value"),
+        "peak lag s": get(f"xcorr_{d}_peak", "lag_s"),
+        "peak r": get(f"xcorr_{d}_peak", "r"),
+    }
+
+
+def _side_by_side(
+    sessions: pd.DataFrame,
+    runs: pd.DataFrame,
+    correlations: pd.DataFrame,
+    d: str,
+) -> str:
+    """The lab's numbers and the default analysis of the same run, pair by pair."""
+    if sessions.empty or "reproduced" not in sessions:
+        return "_(none)_\n"
+    step_s: dict[str, float] = {}
+    for r in runs.to_dict("records"):
+        n = int(r.get("n_steps") or 0)
+        if n > 1:
+            step_s[str(r["run_id"])] = float(r["duration_s"]) / (n - 1)
+    rows = []
+    for s in sessions.to_dict("records"):
+        rid, rep = str(s["run_id"]), s.get("reproduced")
+        if not isinstance(rep, Mapping):
+            continue
+        for name, (x, y) in _LEGACY_PAIRS.items():
+            rows.append(
+                {
+                    "run": rid[:8],
+                    "pair": f"{y} vs {x.removeprefix('train/')}",
+                    "lab r (raw, GPU rows)": rep["correlations"][name],
+                    "lab N (training rows) / peak lag": rep["aligned_samples"],
+                    **_default_row(correlations, rid, x, y, d),
+                }
+            )
+        lag = int(rep["peak_lag"])
+        per_row = step_s.get(rid, math.nan)
+        default = _default_row(correlations, rid, "train/grad_norm", "rle_smoothed", d)
+        rows.append(
+            {
+                "run": rid[:8],
+                "pair": "peak lag (rle_smoothed vs grad_norm)",
+                "lab r (raw, GPU rows)": rep["peak_correlation"],
+                "lab N (training rows) / peak lag": f"{lag} rows, labelled {lag} s"
+                + (f" (≈ {fmt(lag * per_row)} s of steps)" if lag and per_row == per_row else ""),
+                **default,
+            }
+        )
+    return markdown_table(pd.DataFrame(rows))
+
+
+def _code(value: Any) -> str:
+    """Verbatim cell text (ids and full-precision numbers that :func:`fmt` would round)."""
+    if isinstance(value, float) and not isinstance(value, bool):
+        value = f"{value:.10g}"
+    return f"`{value}`"
+
+
+def _ids(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.copy()
+    if "run_id" in out:
+        out["run_id"] = out["run_id"].astype(str).str[:8]
+    for col in ("session_id", "session_dir"):
+        if col in out:
+            out[col] = [_code(v) for v in out[col]]
+    return out
+
+
+def legacy_section(
+    method: str,
+    *,
+    comparison: pd.DataFrame,
+    sessions: pd.DataFrame,
+    runs: pd.DataFrame,
+    correlations: pd.DataFrame,
+    settings: CorrelationSettings,
+    tolerance: float,
+    lag_report: Mapping[str, Any] | None = None,
+    lag_rows: pd.DataFrame | None = None,
+) -> str:
+    """The report section of a legacy method (``docs/rle-metric.md`` §8.3).
+
+    Args:
+        method: ``legacy_joint_session`` or ``legacy_lag_report``.
+        comparison: ``legacy_joint_session.csv`` rows (``run_id``, ``session_id``, ``field``,
+            ``reproduced``, ``stored``, ``abs_diff``, ``match``).
+        sessions: One row per imported session read (``run_id``, ``session_id``,
+            ``session_dir``, ``training_rows``, ``gpu_rows``, ``cpu_rows``, ``has_stored``,
+            ``reproduced``, ``agrees``).
+        runs: The default analysis's analysed runs (for the step interval).
+        correlations: The default analysis's ``correlations.csv`` rows of the same runs.
+        settings: Settings of the default analysis.
+        tolerance: Largest absolute difference that matches.
+        lag_report: The reproduced lag report (with ``summary``), ``legacy_lag_report`` only.
+        lag_rows: ``legacy_lag_report.csv`` rows.
+
+    Returns:
+        Markdown text.
+    """
+    d = settings.detrend_label
+    out = [f"## Legacy method: `{method}` (the lab's analysis, reproduced)\n"]
+    info = {
+        "run_id": "run",
+        "session_id": "session",
+        "session_dir": "folder",
+        "training_rows": "training-log rows",
+        "gpu_rows": "v2 GPU rows",
+        "cpu_rows": "v2 CPU rows",
+    }
+    if method == "legacy_joint_session":
+        n = len(sessions)
+        agree = int(sessions["agrees"].astype(bool).sum()) if "agrees" in sessions else 0
+        out.append(
+            "Recomputed by `rle.analysis.legacy.legacy_joint_session` from each imported run's "
+            "original files (`original/rle_data_<id>.csv`, `original/training_log_<id>.json`) "
+            "with the lab's choices: v2 GPU rows only; as-of merge of every training-log row "
+            "(summary entry included) to the nearest GPU row within 2.0 s; pandas Pearson on "
+            "grad_norm vs rle_smoothed, temp_c vs grad_norm, loss vs rle_smoothed; lags −3..3 in "
+            "training rows. Compared field by field with the stored `analysis_<id>.json` "
+            f"(tolerance {tolerance:g}): **{agree} of {n} session(s) agree**. "
+            "All rows are in `legacy_joint_session.csv`.\n"
+        )
+        out.append(markdown_table(_ids(sessions), info))
+        out.append("")
+        out.append(
+            markdown_table(
+                _ids(comparison).assign(
+                    reproduced=[_code(v) for v in comparison["reproduced"]],
+                    stored=[_code(v) for v in comparison["stored"]],
+                ),
+                {
+                    "run_id": "run",
+                    "session_id": "session",
+                    "field": "field",
+                    "reproduced": "reproduced",
+                    "stored": "stored (analysis_<id>.json)",
+                    "abs_diff": "|diff|",
+                    "match": "match",
+                },
+            )
+        )
+        out.append("\n### The corrected default analysis of the same data\n")
+        out.append(
+            "The same runs analysed by `correlation.method=default` (imported samples from "
+            "`telemetry/samples.parquet`, `train/*` metrics; placeholder readings dropped): per "
+            f"device, training interval only, raw r with n = distinct telemetry samples, r of the "
+            f"{settings.detrend} series with its block-permutation p, and the peak of the lagged "
+            f"correlation in seconds (±{fmt(settings.max_lag_s)} s; lag > 0: hardware follows "
+            "training). N/A: the default method had too few samples or no such series (see "
+            "`correlations.csv`).\n"
+        )
+        out.append(_side_by_side(sessions, runs, correlations, d))
+    else:
+        report = lag_report or {}
+        out.append(
+            "Recomputed by `rle.analysis.legacy.legacy_lag_report` over the selected imported "
+            "sessions, with the lab's choices: **all** v2 rows (CPU and GPU interleaved) at their "
+            "timestamp truncated to whole seconds; as-of merge to the nearest training entry "
+            "within 2 s; `scipy.stats.pearsonr` for lags −3..3 in mixed-device rows (k > 0 "
+            'labelled "grad_norm leads"); sessions with fewer than 10 aligned rows skipped; '
+            "session type from the folder name. The lab's `lag_analysis_report.json` spans many "
+            "recordings and is not part of a bundle, so there is no stored copy to compare with: "
+            "compare `legacy_lag_report.json` with the published report yourself. "
+            f"{report.get('total_sessions', 0)} session(s) reproduced.\n"
+        )
+        out.append(markdown_table(_ids(sessions), info))
+        out.append("")
+        if lag_rows is not None and len(lag_rows):
+            peaks = lag_rows[lag_rows["is_peak"].astype(bool)]
+            out.append(
+                markdown_table(
+                    _ids(peaks),
+                    {
+                        "run_id": "run",
+                        "session_dir": "folder",
+                        "session_type": "type",
+                        "samples": "samples (mixed rows)",
+                        "lag_rows": "peak lag (rows, labelled s)",
+                        "correlation": "peak r",
+                        "p_value": "p",
+                        "interpretation": "lab's label",
+                    },
+                )
+            )
+        summary = report.get("summary") or {}
+        if summary:
+            out.append("\nPer-type summary (as the lab printed it):\n")
+            table = pd.DataFrame([{"type": k, **v} for k, v in summary.items()])
+            out.append(markdown_table(table))
+        out.append("\n### The corrected default analysis of the same data\n")
+        out.append(
+            "Per device (never pooled), in seconds, detrended, with a permutation null: the "
+            "default analysis of the same runs is in the correlation tables above "
+            "(`correlations.csv`).\n"
+        )
+    out.append(_WHAT_CHANGED)
+    return "\n".join(out)

@@ -11,8 +11,9 @@ Used by the evaluation (:mod:`rle.evaluate`); it does no maths. Three things are
   which is what makes the evaluation fast; on a tracking server one ``get_metric_history`` call per
   run and key, issued from a small thread pool. :meth:`RunReader.metric_histories_per_call` is the
   one-call-per-history path on any store (the benchmark's baseline);
-* **artifacts**: ``telemetry/samples.parquet`` (:meth:`RunReader.samples`) and
-  ``telemetry/events.jsonl`` (:meth:`RunReader.events`); local artifact stores are read in place,
+* **artifacts**: ``telemetry/samples.parquet`` (:meth:`RunReader.samples`),
+  ``telemetry/events.jsonl`` (:meth:`RunReader.events`) and an imported run's original files
+  (``original/``, :meth:`RunReader.original_files`); local artifact stores are read in place,
   others downloaded to a temporary directory.
 """
 
@@ -39,6 +40,7 @@ from rle.tracking import keys
 
 __all__ = [
     "HISTORY_COLUMNS",
+    "ORIGINAL_ARTIFACT_DIR",
     "RUN_COLUMNS",
     "SKIPPED_COLUMNS",
     "RunReader",
@@ -50,6 +52,9 @@ log = logging.getLogger(__name__)
 
 # Artifact downloads must not draw progress bars into the evaluation's terminal output.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+ORIGINAL_ARTIFACT_DIR = "original"
+"""Artifact folder of an imported run's original files (written by :mod:`rle.ingest`)."""
 
 HISTORY_COLUMNS: tuple[str, ...] = ("run_id", "key", "step", "timestamp_s", "value")
 """Columns of :meth:`RunReader.metric_histories`: ``timestamp_s`` is MLflow's wall-clock
@@ -543,6 +548,37 @@ class RunReader:
             except (OSError, ValueError) as e:
                 log.warning("Cannot read %s of run %s: %s", keys.SAMPLES_ARTIFACT, run_id, e)
                 return None
+
+    def original_files(self, run_id: str, dest: Path, artifact_uri: str = "") -> Path | None:
+        """The folder of an imported run's original files (``original/``, :mod:`rle.ingest`).
+
+        Local artifact stores are read in place; otherwise the folder is downloaded into
+        ``dest`` (which must outlive the use of the returned path).
+
+        Args:
+            run_id: The run.
+            dest: Directory for a download.
+            artifact_uri: Its artifact URI (from :attr:`SelectedRuns.runs`); looked up if empty.
+
+        Returns:
+            The local folder holding the original files (e.g. a joint session's
+            ``rle_data_<id>.csv``, ``training_log_<id>.json`` and ``analysis_<id>.json``), or
+            ``None`` if the run has none or they cannot be read (logged as a warning).
+        """
+        from mlflow.exceptions import MlflowException
+
+        uri = artifact_uri or str(self.client.get_run(run_id).info.artifact_uri)
+        local_root = _local_path(uri) if uri else None
+        if local_root is not None and local_root.is_dir():
+            folder = local_root / ORIGINAL_ARTIFACT_DIR
+            return folder if folder.is_dir() else None
+        try:
+            if not self.client.list_artifacts(run_id, ORIGINAL_ARTIFACT_DIR):
+                return None
+            return Path(self.client.download_artifacts(run_id, ORIGINAL_ARTIFACT_DIR, str(dest)))
+        except (MlflowException, OSError) as e:
+            log.warning("Cannot read the original files of run %s: %s", run_id, e)
+            return None
 
     def events(self, run_id: str, artifact_uri: str = "") -> pd.DataFrame | None:
         """Read a run's collapse events (``telemetry/events.jsonl``).
