@@ -1234,52 +1234,11 @@ def _hydra_main(cfg: DictConfig) -> None:
         sys.exit(1)
 
 
-def _override_error(argv: list[str]) -> str | None:
-    """Explain an unknown config key with the valid keys of its node (as ``rle.train`` does)."""
-    import re
-
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import ConfigCompositionException
-
-    overrides = [
-        a for a in argv if "=" in a and not a.startswith(("-", "hydra.", "+hydra", "~hydra"))
-    ]
-    if not overrides or any(a in ("-m", "--multirun") for a in argv):
-        return None
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(paths.CONF_DIR), version_base="1.3"):
-            try:
-                compose(config_name="evaluate", overrides=overrides)
-                return None
-            except ConfigCompositionException as e:
-                m = re.search(r"Could not override '([^']+)'", str(e))
-                if m is None or "not in struct" not in str(e.__cause__ or e):
-                    return None
-                bad = m.group(1)
-                parent, _, leaf = bad.rpartition(".")
-                rest = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith(bad)]
-                base = compose(config_name="evaluate", overrides=rest)
-                node = OmegaConf.select(base, parent) if parent else base
-                valid = sorted(str(k) for k in node) if isinstance(node, DictConfig) else []
-                where = f"'{parent}'" if parent else "the top level"
-                return (
-                    f"Unknown config key '{bad}': {where} has no key '{leaf}'. "
-                    f"Valid keys of {where}: {', '.join(valid)}."
-                )
-    except Exception:  # the check is a courtesy; Hydra reports anything else itself
-        return None
-    finally:
-        GlobalHydra.instance().clear()
-
-
 def main() -> None:
     """Console entry point (``rle-evaluate``)."""
-    message = _override_error(sys.argv[1:])
-    if message:
-        print(f"Error: {message}", file=sys.stderr)  # noqa: T201 (CLI error before logging exists)
-        sys.exit(2)
+    from rle.cli import exit_on_override_error
+
+    exit_on_override_error("evaluate")
     _hydra_main()
 
 
