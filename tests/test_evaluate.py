@@ -251,3 +251,25 @@ def test_cli_unknown_key_lists_valid_keys(
     err = capsys.readouterr().err
     assert "selection.run_idz" in err
     assert "run_ids" in err
+
+
+def test_imported_v2_collapse_flags_are_not_events() -> None:
+    import pandas as pd
+
+    from rle.evaluate import _standard_samples
+
+    v2 = pd.DataFrame(
+        {
+            "timestamp": pd.to_datetime(["2025-10-28T08:00:00Z", "2025-10-28T08:00:01Z"]),
+            "collapse": [0.0, 1.0],
+            "workload_state": ["idle", "training_step"],
+        }
+    )
+    out = _standard_samples(v2)
+    assert out is not None
+    assert out["collapse"].isna().all()
+    assert list(out["wall_time_s"]) == [1761638400.0, 1761638401.0]
+    v03 = v2.drop(columns="workload_state")
+    kept = _standard_samples(v03)
+    assert kept is not None
+    assert list(kept["collapse"]) == [0.0, 1.0]

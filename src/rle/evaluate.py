@@ -336,7 +336,8 @@ def _standard_samples(table: pd.DataFrame | None) -> pd.DataFrame | None:
 
     Imported tables carry UTC ``timestamp`` values instead of ``wall_time_s`` and say per row
     where power and temperature came from; placeholder and estimated readings are not
-    measurements, so they become NaN (as the importer does for the logged metrics).
+    measurements, so they become NaN (as the importer does for the logged metrics). A v2
+    recording's ``collapse`` flags are not collapse events (§4.2) and become NaN too.
     """
     if table is None or "wall_time_s" in table or "timestamp" not in table:
         return table
@@ -347,6 +348,10 @@ def _standard_samples(table: pd.DataFrame | None) -> pd.DataFrame | None:
         if col in out and source in out:
             fake = out[source].astype(str).str.lower().isin(_NOT_MEASURED)
             out[col] = pd.to_numeric(out[col], errors="coerce").mask(fake)
+    if "workload_state" in out and "collapse" in out:
+        # a v2 recording (the only format with workload_state): its `collapse` is a one-sample
+        # drop test without gates or hysteresis, never reported as events (rle-metric.md §4.2, D3)
+        out["collapse"] = np.nan
     return out
 
 
