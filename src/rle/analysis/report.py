@@ -57,6 +57,8 @@ def fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "N/A"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
         if value == int(value) and abs(value) < 1e6:
             return str(int(value))
         if abs(value) >= 1e4 or abs(value) < 1e-3:

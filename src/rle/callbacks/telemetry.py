@@ -248,6 +248,9 @@ class TelemetryCallback(L.Callback):
                 self._rows.extend(merged.rows)
             self._finish(trainer)
         self._close()
+        # the other ranks wait for rank 0's summaries and uploads, so no rank tears its process
+        # group down while another is still inside the callback
+        trainer.strategy.barrier("rle_telemetry_end")
 
     @override
     def on_exception(
