@@ -746,31 +746,12 @@ def correlate_device(
     )
     for pair in pairs:
         xs = aligned[pair.x].to_numpy(dtype=np.float64)
+        reason = None
         if pair.y not in dev:
             reason = f"N/A: {device} has no {pair.y} series"
-            for method in (
-                "pearson",
-                "spearman",
-                f"pearson_{label}",
-                f"spearman_{label}",
-                f"xcorr_{label}_peak",
-            ):
-                out.rows.append(
-                    _row(
-                        run_id,
-                        device,
-                        pair,
-                        method,
-                        0.0 if "peak" not in method else math.nan,
-                        math.nan,
-                        math.nan,
-                        0,
-                        reason,
-                    )
-                )
-            continue
-        if not np.isfinite(xs).any():
+        elif not np.isfinite(xs).any():
             reason = f"N/A: the run has no {pair.x} values"
+        if reason is not None:
             for method in (
                 "pearson",
                 "spearman",

@@ -257,7 +257,7 @@ class TelemetryCallback(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         if self._sampler is not None and trainer.is_global_zero:
-            window = self._rank_window(trainer, drain_only=True)
+            window = self._rank_window(trainer)
             self._rows.extend(window.rows)
             self._finish(trainer)
         self._close()
@@ -276,7 +276,7 @@ class TelemetryCallback(L.Callback):
 
     # ------------------------------------------------------------------------------ windows
 
-    def _rank_window(self, trainer: L.Trainer, drain_only: bool = False) -> RankWindow:
+    def _rank_window(self, trainer: L.Trainer) -> RankWindow:
         """Drain this rank's sampler and reduce the window (runs on every rank)."""
         from rle.metric import RLEStream
         from rle.telemetry import prefix_keys, rle_inputs
@@ -395,7 +395,7 @@ class TelemetryCallback(L.Callback):
                     metrics[keys.TRAIN_ENERGY_JOULES_PER_STEP] = energy_j / steps_in_window
                     if energy_j > 0:
                         metrics[keys.TRAIN_SAMPLES_PER_JOULE] = n_samples / energy_j
-                self._log_new_tags(trainer, merged.tags, merged.rle)
+                self._log_new_tags(trainer, merged.tags)
             self._overhead_s += time.perf_counter() - t0
             if self._sampler is not None:
                 metrics[keys.system_key("telemetry_overhead_milliseconds")] = (
@@ -410,9 +410,7 @@ class TelemetryCallback(L.Callback):
 
     # ------------------------------------------------------------------------------ tags, end
 
-    def _log_new_tags(
-        self, trainer: L.Trainer, tags: Mapping[str, str], rle: Mapping[str, Any]
-    ) -> None:
+    def _log_new_tags(self, trainer: L.Trainer, tags: Mapping[str, str]) -> None:
         new = {k: v for k, v in tags.items() if self._tags_logged.get(k) != v}
         self._tags_logged.update(new)
         if new:
