@@ -1,8 +1,10 @@
 """Project locations and the tracking URI: the only place they are built.
 
 The tracking home is ``$RLE_PROJECT_ROOT/mlruns`` when that variable is set, else the checkout's
-``mlruns/`` when running from the repository, else ``./mlruns`` in the working directory. URIs are
-absolute, so Hydra's per-run working directories never scatter runs (conventions.md, decision 1).
+``mlruns/`` when running from the repository, else ``mlruns/`` in the directory the program was
+launched from (captured once, when this module is imported: Hydra's ``hydra.job.chdir=true`` and
+Lightning's DDP launchers never move it). URIs are absolute, so per-run working directories never
+scatter runs (docs/conventions.md, decision 1).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ __all__ = [
     "CONF_DIR",
     "DATA_DIR",
     "TrackingLocation",
+    "pin_project_root",
     "project_root",
     "source_root",
     "resolve_tracking",
@@ -25,10 +28,14 @@ log = logging.getLogger(__name__)
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _CHECKOUT_ROOT = _PACKAGE_DIR.parents[1]
-_IN_CHECKOUT = (_CHECKOUT_ROOT / "pyproject.toml").is_file() and (_CHECKOUT_ROOT / "conf").is_dir()
+_IN_CHECKOUT = (
+    _PACKAGE_DIR.parent.name == "src" and (_CHECKOUT_ROOT / "pyproject.toml").is_file()
+)
+_LAUNCH_DIR = Path.cwd().resolve()
+"""The working directory when ``rle`` was first imported: the launch directory of a CLI."""
 
-CONF_DIR: Path = _CHECKOUT_ROOT / "conf" if _IN_CHECKOUT else _PACKAGE_DIR / "conf"
-"""Absolute path of the Hydra config directory (``conf/`` of the checkout, or the packaged copy)."""
+CONF_DIR: Path = _PACKAGE_DIR / "conf"
+"""Absolute path of the Hydra config directory shipped inside the package (``rle/conf``)."""
 
 DATA_DIR: Path = _PACKAGE_DIR / "data"
 """Absolute path of the data files shipped inside the package."""
@@ -39,14 +46,30 @@ def project_root() -> Path:
 
     Returns:
         ``$RLE_PROJECT_ROOT`` if set, else the checkout root when ``rle`` runs from the
-        repository, else the current working directory; always absolute.
+        repository (an editable install), else the launch directory (the working directory
+        when ``rle`` was imported, never Hydra's run directory, never site-packages); always
+        absolute.
     """
     env = os.environ.get("RLE_PROJECT_ROOT")
     if env:
         return Path(env).expanduser().resolve()
     if _IN_CHECKOUT:
         return _CHECKOUT_ROOT
-    return Path.cwd().resolve()
+    return _LAUNCH_DIR
+
+
+def pin_project_root() -> Path:
+    """Export the project root as ``RLE_PROJECT_ROOT`` so that child processes inherit it.
+
+    Entry points call this first: DDP workers started by Lightning's launchers, Hydra jobs with
+    ``hydra.job.chdir=true`` and subprocesses then resolve the same store as the launcher.
+
+    Returns:
+        The root (see :func:`project_root`).
+    """
+    root = project_root()
+    os.environ["RLE_PROJECT_ROOT"] = root.as_posix()
+    return root
 
 
 def source_root() -> Path | None:
