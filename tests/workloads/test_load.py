@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -249,3 +258,244 @@ def test_empty_pool_spawns_nothing() -> None:
         assert pool.pids == []
         pool.publish(1.0, time.monotonic())
     assert pool.duty_cycles() == []
+
+
+# ------------------------------------------------------------------------- shutdown that cannot hang
+
+EXIT_LIMIT_S = 30.0
+"""Generous bound on how long a stopped controller may take to exit (it needs about a second)."""
+
+
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` no longer runs (absent, or a zombie not yet reaped by its new parent)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {timeout_s} s")
+        time.sleep(0.05)
+
+
+def _close_in_thread(pool: CpuWorkerPool) -> threading.Thread:
+    """Run ``pool.close()`` in a daemon thread (a hang then fails the test instead of blocking it)."""
+    t = threading.Thread(target=pool.close, daemon=True)
+    t.start()
+    t.join(EXIT_LIMIT_S)
+    return t
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_close_returns_when_a_worker_was_killed_while_idle(sig: signal.Signals) -> None:
+    # Intensity 0.05: the workers spend 95 % of each period waiting; killing them there used to
+    # leave a multiprocessing Condition's semaphore held, and close() blocked forever.
+    pool = CpuWorkerPool(2, period_s=0.05, matrix_size=16)
+    pool.start()
+    pids = pool.pids
+    pool.publish(0.05, time.monotonic())
+    time.sleep(0.3)
+    for pid in pids:
+        os.kill(pid, sig)
+    _wait_until(lambda: all(_gone(p) for p in pids), EXIT_LIMIT_S, "workers died")
+    closer = _close_in_thread(pool)
+    assert not closer.is_alive(), "close() hung on dead workers"
+    assert pool.pids == []
+    assert all(not psutil.pid_exists(p) for p in pids)  # reaped, not left as zombies
+
+
+def test_a_worker_that_ignores_the_stop_is_killed_within_the_timeout() -> None:
+    pool = CpuWorkerPool(1, period_s=0.05, matrix_size=16)
+    pool.start()
+    (pid,) = pool.pids
+    os.kill(pid, signal.SIGSTOP)  # cannot read its pipe or flag any more
+    try:
+        t = threading.Thread(target=pool.close, args=(0.5,), daemon=True)
+        t.start()
+        t.join(EXIT_LIMIT_S)
+        assert not t.is_alive(), "close() waited on a stopped worker without bound"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not psutil.pid_exists(pid)
+
+
+_CONTROLLER = textwrap.dedent(
+    """
+    import signal, sys, time
+    from pathlib import Path
+    from rle.workloads.load import CpuWorkerPool
+
+    stop = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.append(signum))
+    pool = CpuWorkerPool(2, period_s=0.05, matrix_size=16)
+    pool.start()
+    pool.publish(0.05, time.monotonic())
+    out = Path(sys.argv[1])
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(" ".join(map(str, pool.pids)))
+    tmp.rename(out)
+    deadline = time.monotonic() + 120
+    while not stop and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pool.close()
+    sys.exit(128 + (stop[0] if stop else 0))
+    """
+)
+
+
+class _Controller:
+    """A controller process (the pool's parent) in its own session, like a job under a scheduler."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.pids_file = tmp / "pids"
+        with (tmp / "stderr").open("w") as err:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _CONTROLLER, str(self.pids_file)],
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        _wait_until(self.pids_file.exists, 120.0, "controller did not start its workers")
+        self.workers = [int(p) for p in self.pids_file.read_text().split()]
+        assert len(self.workers) == 2
+
+    def kill_all(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(EXIT_LIMIT_S)
+
+
+@pytest.fixture
+def controller(tmp_path: Path) -> Iterator[Callable[[], _Controller]]:
+    started: list[_Controller] = []
+
+    def _start() -> _Controller:
+        d = tmp_path / f"c{len(started)}"
+        d.mkdir()
+        started.append(_Controller(d))
+        return started[-1]
+
+    yield _start
+    for c in started:
+        c.kill_all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["group", "main"])
+def test_sigterm_to_the_group_or_the_controller_ends_everything(
+    controller: Callable[[], _Controller], target: str
+) -> None:
+    for _ in range(4):  # the hang depended on where the worker was when the signal came: repeat
+        c = controller()
+        time.sleep(0.2)  # a few periods, mostly spent idle
+        if target == "group":
+            os.killpg(c.proc.pid, signal.SIGTERM)  # what timeout, scancel and systemd send
+        else:
+            os.kill(c.proc.pid, signal.SIGTERM)
+        assert c.proc.wait(EXIT_LIMIT_S) == 128 + signal.SIGTERM
+        _wait_until(lambda c=c: all(_gone(p) for p in c.workers), EXIT_LIMIT_S, "workers gone")
+
+
+def test_workers_stop_when_their_controller_is_killed(
+    controller: Callable[[], _Controller],
+) -> None:
+    c = controller()
+    os.kill(c.proc.pid, signal.SIGKILL)  # no chance to close the pool
+    c.proc.wait(EXIT_LIMIT_S)
+    _wait_until(lambda: all(_gone(p) for p in c.workers), EXIT_LIMIT_S, "orphaned workers exited")
+
+
+# ------------------------------------------------------------------ the same through python -m rle.train
+
+_TRAIN = (
+    "workload=synthetic",
+    "workload.workers=2",  # one spawned worker whatever the machine
+    "workload.intensity=0.1",  # the worker mostly waits: where the old shutdown hung
+    "trainer.max_steps=-1",
+    "trainer.enable_progress_bar=false",
+    "telemetry=none",
+    "tracking.flush_interval_s=0.2",
+)
+
+
+def _descendants(pid: int) -> list[int]:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    return []
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_synthetic_training_job_every_time(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "store" / "mlflow.db"
+    env = {**os.environ, "RLE_PROJECT_ROOT": str(tmp_path / "project")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+
+    def steps(run_count: int) -> int:
+        """train/loss points of the newest run, 0 until there are ``run_count`` runs."""
+        if not db.exists():
+            return 0
+        try:
+            with contextlib.closing(sqlite3.connect(db, timeout=1.0)) as con:
+                runs = con.execute("SELECT run_uuid FROM runs ORDER BY start_time").fetchall()
+                if len(runs) < run_count:
+                    return 0
+                (n,) = con.execute(
+                    "SELECT COUNT(*) FROM metrics WHERE run_uuid = ? AND key = 'train/loss'",
+                    runs[-1],
+                ).fetchone()
+                return int(n)
+        except sqlite3.Error:  # being created by the job right now
+            return 0
+
+    targets = ["group", "main", "group", "main"]
+    for i, target in enumerate(targets, start=1):
+        log = (tmp_path / f"job{i}.log").open("w")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rle.train", *_TRAIN, f"tracking.uri=sqlite:///{db}"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            _wait_until(
+                lambda i=i, proc=proc: steps(i) >= 3 or proc.poll() is not None,
+                180.0,
+                "job trained 3 steps",
+            )
+            assert proc.poll() is None, (tmp_path / f"job{i}.log").read_text()[-3000:]
+            children = _descendants(proc.pid)
+            assert children, "the job spawned no load worker"
+            if target == "group":
+                os.killpg(proc.pid, signal.SIGTERM)
+            else:
+                os.kill(proc.pid, signal.SIGTERM)
+            try:
+                rc = proc.wait(EXIT_LIMIT_S)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(
+                    f"job {i} ({target} SIGTERM) still running after {EXIT_LIMIT_S} s"
+                ) from None
+            assert rc == 128 + signal.SIGTERM, (tmp_path / f"job{i}.log").read_text()[-3000:]
+            _wait_until(
+                lambda children=children: all(_gone(p) for p in children),
+                EXIT_LIMIT_S,
+                "no process of the job left",
+            )
+        finally:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(EXIT_LIMIT_S)
+            log.close()
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        statuses = [s for (s,) in con.execute("SELECT status FROM runs ORDER BY start_time")]
+    assert statuses == ["KILLED"] * len(targets)

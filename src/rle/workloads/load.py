@@ -400,7 +400,15 @@ class DutyCycleScheduler:
 
 
 class _Stopped(Exception):
-    """Raised inside a worker when the stop event is set."""
+    """Raised inside a worker when it is told to stop (or its controller is gone)."""
+
+
+_STOP_POLL_S = 0.05
+"""Longest a worker sleeps without re-checking the shared stop flag, in seconds (bounds how long a
+stop takes when the pipe's EOF cannot arrive, e.g. a forked child of the controller keeps its end)."""
+
+_READY = b"ready"
+"""What a worker sends on its pipe once it is set up."""
 
 
 def _worker_main(
@@ -411,24 +419,50 @@ def _worker_main(
     anchor: Any,
     busy_s: Any,
     elapsed_s: Any,
-    stop: Any,
-    ready: Any,
+    stop_flag: Any,
+    conn: Any,
 ) -> None:
     """Entry point of one CPU worker process: duty-cycled float32 matmuls on one core.
+
+    The worker shares no lock, condition or semaphore with its controller, so dying at any moment
+    (e.g. killed by the same SIGTERM as its process group) can never block the controller. It stops
+    when any of these happens, checked before every work chunk and at least every
+    :data:`_STOP_POLL_S` seconds while idle:
+
+    - its end of the pipe becomes readable: the controller closed its end (:meth:`CpuWorkerPool.close`)
+      or died (the kernel closes it);
+    - the shared stop flag is set (a plain shared byte: written without a lock);
+    - its parent process changed (the controller died and the worker was re-parented).
+
+    SIGINT is ignored (a Ctrl+C reaches the whole foreground group; the controller stops the
+    workers); SIGTERM keeps its default action (the worker dies at once, holding nothing).
 
     Args:
         index: Worker number (slot in the shared arrays, RNG seed).
         period_s: Period length in seconds.
         matrix_size: Side of the square matrices multiplied in each chunk.
-        intensity: Shared ``Value('d')``: the commanded duty cycle, read every period.
-        anchor: Shared ``Value('d')``: the controller's grid anchor in monotonic seconds (NaN = not
+        intensity: Shared ``RawValue('d')``: the commanded duty cycle, read every period.
+        anchor: Shared ``RawValue('d')``: the controller's grid anchor in monotonic seconds (NaN = not
             started; the worker idles).
-        busy_s: Shared ``Array('d')``: cumulative busy seconds per worker.
-        elapsed_s: Shared ``Array('d')``: cumulative period seconds per worker.
-        stop: ``Event`` that ends the worker.
-        ready: ``Semaphore`` released once the worker is set up.
+        busy_s: Shared ``RawArray('d')``: cumulative busy seconds per worker.
+        elapsed_s: Shared ``RawArray('d')``: cumulative period seconds per worker.
+        stop_flag: Shared ``RawValue('b')``: non-zero tells the worker to stop.
+        conn: This worker's end of its own pipe to the controller: :data:`_READY` is sent on it once
+            set up; it becoming readable (EOF) means stop.
     """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import numpy as np  # after the parent set the BLAS thread variables to 1
+
+    parent = os.getppid()
+
+    def should_stop(wait_s: float = 0.0) -> bool:
+        try:
+            readable = conn.poll(wait_s)
+        except (OSError, EOFError, ValueError):
+            return True
+        return readable or bool(stop_flag.value) or os.getppid() != parent
 
     rng = np.random.default_rng(index)
     a = rng.standard_normal((matrix_size, matrix_size), dtype=np.float32)
@@ -436,20 +470,24 @@ def _worker_main(
     out = np.empty_like(a)
 
     def chunk() -> None:
-        if stop.is_set():
+        if should_stop():
             raise _Stopped
         np.matmul(a, b, out=out)
 
     def sleep(seconds: float) -> None:
-        if stop.wait(seconds):
-            raise _Stopped
+        deadline = time.monotonic() + max(0.0, seconds)
+        while True:
+            left = deadline - time.monotonic()
+            if should_stop(min(max(0.0, left), _STOP_POLL_S)):
+                raise _Stopped
+            if left <= _STOP_POLL_S:
+                return
 
-    parent = os.getppid()
     sched = DutyCycleScheduler(period_s, sleep=sleep)
-    chunk()  # warm-up
-    ready.release()
     try:
-        while os.getppid() == parent:  # else the controller died without stopping us
+        chunk()  # warm-up
+        conn.send_bytes(_READY)
+        while True:
             origin = anchor.value
             if math.isnan(origin):  # not started yet
                 sleep(min(0.005, period_s))
@@ -458,8 +496,11 @@ def _worker_main(
             res = sched.run_period(intensity.value, chunk)
             busy_s[index] += res.busy_s
             elapsed_s[index] += res.period_s
-    except _Stopped:
+    except (_Stopped, OSError, EOFError):  # OSError/EOFError: the controller's end went away
         return
+    finally:
+        with contextlib.suppress(OSError):
+            conn.close()
 
 
 @contextlib.contextmanager
@@ -477,24 +518,41 @@ def _single_threaded_children() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _shutdown(processes: list[Any], stop: Any, timeout_s: float) -> None:
-    """Stop worker processes: set the event, join, then terminate and kill stragglers."""
-    stop.set()
-    deadline = time.monotonic() + timeout_s
+def _shutdown(processes: list[Any], conns: list[Any], stop_flag: Any, timeout_s: float) -> None:
+    """Stop worker processes without ever blocking on them for longer than about ``timeout_s + 2`` s.
+
+    Sets the shared stop flag and closes the controller's pipe ends (neither can block, whatever
+    state a worker is in, dead or alive), joins each worker until a common deadline of
+    ``timeout_s`` seconds, then terminates (SIGTERM, 1 s) and kills (SIGKILL, 1 s) any straggler.
+    A worker that is already a zombie is reaped by the join. Never raises for a worker's state.
+
+    Args:
+        processes: The worker ``Process`` objects (closed afterwards where they have exited).
+        conns: The controller's ends of the workers' pipes.
+        stop_flag: The shared stop flag.
+        timeout_s: Seconds to wait for the workers to stop on their own.
+    """
+    stop_flag.value = 1
+    for c in conns:
+        with contextlib.suppress(OSError):
+            c.close()
+    deadline = time.monotonic() + max(0.0, timeout_s)
     for p in processes:
-        p.join(max(0.0, deadline - time.monotonic()))
+        with contextlib.suppress(ValueError, OSError):
+            p.join(max(0.0, deadline - time.monotonic()))
     for p in processes:
-        if p.is_alive():
-            log.warning(
-                "Synthetic load worker pid %s did not stop in %.1f s; terminating it",
-                p.pid,
-                timeout_s,
-            )
-            p.terminate()
-            p.join(1.0)
-        if p.is_alive():
-            p.kill()
-            p.join(1.0)
+        with contextlib.suppress(ValueError, OSError):
+            if p.is_alive():
+                log.warning(
+                    "Synthetic load worker pid %s did not stop in %.1f s; terminating it",
+                    p.pid,
+                    timeout_s,
+                )
+                p.terminate()
+                p.join(1.0)
+            if p.is_alive():
+                p.kill()
+                p.join(1.0)
     for p in processes:
         with contextlib.suppress(ValueError):
             p.close()
@@ -509,11 +567,19 @@ class CpuWorkerPool:
     and at interpreter exit; the workers are daemons and exit when their parent disappears) stops
     them and leaves no process behind.
 
+    The controller and the workers share only lock-free shared memory and one pipe per worker, so
+    no wait of the controller depends on a worker being alive: a worker killed at any moment (by
+    the same signal as its process group, by the OOM killer) never blocks :meth:`start` or
+    :meth:`close`, and every wait on a worker is bounded.
+
     Args:
         n_workers: Number of worker processes (0 = none).
         period_s: Period length in seconds.
         matrix_size: Side of the square matrices in each chunk.
         start_timeout_s: Seconds to wait for the workers to be ready.
+
+    Raises:
+        rle.errors.ConfigError: If ``n_workers`` is negative.
     """
 
     def __init__(
@@ -526,12 +592,13 @@ class CpuWorkerPool:
         self.matrix_size = matrix_size
         self.start_timeout_s = start_timeout_s
         self._ctx = mp.get_context("spawn")
-        self._intensity = self._ctx.Value("d", 0.0, lock=False)
-        self._anchor = self._ctx.Value("d", math.nan, lock=False)
-        self._busy_s = self._ctx.Array("d", max(1, n_workers), lock=False)
-        self._elapsed_s = self._ctx.Array("d", max(1, n_workers), lock=False)
-        self._stop = self._ctx.Event()
+        self._intensity = self._ctx.RawValue("d", 0.0)
+        self._anchor = self._ctx.RawValue("d", math.nan)
+        self._busy_s = self._ctx.RawArray("d", max(1, n_workers))
+        self._elapsed_s = self._ctx.RawArray("d", max(1, n_workers))
+        self._stop_flag = self._ctx.RawValue("b", 0)
         self._processes: list[Any] = []
+        self._conns: list[Any] = []
         self._finalizer: weakref.finalize[Any, Any] | None = None
 
     @property
@@ -542,14 +609,19 @@ class CpuWorkerPool:
     def start(self) -> None:
         """Spawn the workers and wait until each is ready (idle until the first :meth:`publish`).
 
+        Waits at most ``start_timeout_s`` seconds in all, polling each worker's pipe and liveness
+        every 0.1 s.
+
         Raises:
-            rle.errors.RLEError: If a worker dies or is not ready within ``start_timeout_s``.
+            rle.errors.RLEError: If a worker dies or is not ready within ``start_timeout_s`` (the
+                other workers are stopped first).
         """
         if self._processes or self.n_workers == 0:
             return
-        ready = self._ctx.Semaphore(0)
+        self._stop_flag.value = 0
         with _single_threaded_children():
             for i in range(self.n_workers):
+                ours, theirs = self._ctx.Pipe(duplex=True)
                 p = self._ctx.Process(
                     target=_worker_main,
                     args=(
@@ -560,27 +632,49 @@ class CpuWorkerPool:
                         self._anchor,
                         self._busy_s,
                         self._elapsed_s,
-                        self._stop,
-                        ready,
+                        self._stop_flag,
+                        theirs,
                     ),
                     name=f"rle-synthetic-load-{i}",
                     daemon=True,
                 )
-                p.start()
+                try:
+                    p.start()
+                finally:
+                    theirs.close()  # the child has its own copy; EOF must depend on ours only
                 self._processes.append(p)
-        self._finalizer = weakref.finalize(self, _shutdown, self._processes, self._stop, 5.0)
-        deadline = time.monotonic() + self.start_timeout_s
-        for _ in range(self.n_workers):
-            while not ready.acquire(timeout=0.1):
-                dead = [p for p in self._processes if not p.is_alive()]
-                if dead or time.monotonic() > deadline:
-                    self.close()
-                    why = f"exited with code {dead[0].exitcode}" if dead else "not ready in time"
-                    raise RLEError(
-                        f"A synthetic load worker {why} (of {self.n_workers} spawned). "
-                        "Check the worker's stderr; lower workload.workers or workload.matrix_size."
+                self._conns.append(ours)
+                if self._finalizer is None:
+                    self._finalizer = weakref.finalize(
+                        self, _shutdown, self._processes, self._conns, self._stop_flag, 5.0
                     )
+        deadline = time.monotonic() + self.start_timeout_s
+        pending = list(zip(self._processes, self._conns, strict=True))
+        while pending:
+            still = []
+            for p, conn in pending:
+                try:
+                    if not conn.poll(0.1 / len(pending)):
+                        if not p.is_alive():
+                            self._fail(f"exited with code {p.exitcode}")
+                        still.append((p, conn))
+                    elif conn.recv_bytes() != _READY:
+                        self._fail("sent an unexpected message")
+                except (OSError, EOFError):  # the worker's end closed: it died during set-up
+                    p.join(1.0)
+                    self._fail(f"exited with code {p.exitcode}")
+            pending = still
+            if pending and time.monotonic() > deadline:
+                self._fail(f"was not ready within {self.start_timeout_s:g} s")
         log.info("Started %d synthetic load worker process(es): pids %s", self.n_workers, self.pids)
+
+    def _fail(self, why: str) -> None:
+        n = len(self._processes)
+        self.close(timeout_s=1.0)
+        raise RLEError(
+            f"A synthetic load worker {why} (of {n} spawned). "
+            "Check the worker's stderr; lower workload.workers or workload.matrix_size."
+        )
 
     def publish(self, intensity: float, anchor_s: float) -> None:
         """Command the intensity of the next period and the grid anchor.
@@ -600,14 +694,23 @@ class CpuWorkerPool:
         ]
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Stop and reap every worker (idempotent)."""
+        """Stop and reap every worker (idempotent).
+
+        Returns within about ``timeout_s + 2`` seconds per call whatever state the workers are in
+        (running, stopped, killed, zombie): see :func:`_shutdown`.
+
+        Args:
+            timeout_s: Seconds the workers get to stop on their own before SIGTERM, then SIGKILL.
+        """
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
         if self._processes:
-            _shutdown(self._processes, self._stop, timeout_s)
-            log.info("Stopped %d synthetic load worker process(es)", len(self._processes))
+            n = len(self._processes)
+            _shutdown(self._processes, self._conns, self._stop_flag, timeout_s)
+            log.info("Stopped %d synthetic load worker process(es)", n)
             self._processes = []
+            self._conns = []
 
     def __enter__(self) -> CpuWorkerPool:
         self.start()
