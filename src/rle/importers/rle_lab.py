@@ -122,6 +122,8 @@ _CONTINUITY_GAP_S = 1.6
 """A longer interval inside the last five samples makes the smoothing check inapplicable."""
 _RESTART_GAP_S = 2.5
 _SETTLED_TICKS = 3
+_V03_SIGMA_WINDOW = 10
+"""Samples in the v0.3 stability (σ) window."""
 """After this many ticks a writer's device set is known (a torn row can hide one at first)."""
 _V03_START_E_TH = 600.0 / 601.0
 """``E_th`` of a v0.3 monitor's first sample (σ = 1 with < 5 samples, τ = 600 with < 2 temps)."""
@@ -427,47 +429,120 @@ def _file_name_time(path: Path) -> tuple[_dt.datetime, bool] | None:
 
 
 # ------------------------------------------------------------------------------ writers
+#
+# Writer recovery from state continuity. Every monitor process (writer) carries state that
+# predicts its own next row: per device, the last ``smooth_n − 1`` ``rle_raw`` values (its
+# ``rle_smoothed`` is their mean with the new raw), its rolling peak, the time of its last tick,
+# the devices it writes (``--mode``) and their order within a tick (v0.3: GPU then CPU, v2: CPU
+# then GPU, same timestamp). Rows are taken one at a time in file order and offered to every
+# writer of every hypothesis: as the next row of the writer's current tick (same timestamp, a
+# device not yet written, in the writer's order), as the first row of its next tick, as a restart
+# of it, or as the first row of a new writer. A row whose ``rle_smoothed`` contradicts a writer's
+# history can never be that writer's; when several writers fit (rows with identical timestamps,
+# short histories), every fitting assignment is kept and later rows decide (a beam search over
+# assignments ranked by cost). A new writer is the most expensive explanation, so a single writer
+# is never split while its own rows keep agreeing with its state.
+
+_COST_UNTESTABLE = 0.05
+"""A row the smoothing check could not test (short history, gap): slightly worse than a pass."""
+_COST_TOO_SOON = 1.0
+"""A new tick sooner than :data:`_MIN_TICK_S` after the writer's last one (allowed on a pass)."""
+_COST_LOST_FIRST_ROW = 0.5
+"""A tick that starts with the writer's second device (its first row was lost)."""
+_COST_RESTART = 1.0
+_COST_NEW_WRITER_AT_START = 2.0
+"""A new writer whose first row is a monitor start-up row."""
+_COST_NEW_WRITER = 4.0
+_COST_PER_ROW_APART = 1e-3
+"""Per row of the file between a writer's last row and this one (appends land close together)."""
+_BEAM_WIDTH = 12
+_BEAM_MARGIN = 6.0
 
 
 @dataclass
 class _Writer:
+    """A recovered writer (monitor process): its epoch (header block) and why each part began."""
+
     index: int
     epoch: int
-    last_t_ns: int
-    part: int = 0
     part_reasons: list[str] = field(default_factory=list)
-    hist: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
-    last_peak: dict[str, float] = field(default_factory=dict)
-    devices: set[str] = field(default_factory=set)
-    n_ticks: int = 0
 
 
-@dataclass
-class _Tick:
-    t_ns: int
-    epoch: int
-    rows: list[int]
-    devices: set[str]
+class _DevState:
+    """One device's state within one writer part (immutable by convention)."""
+
+    __slots__ = ("fresh", "last_peak", "n", "raws", "utils")
+
+    def __init__(
+        self,
+        raws: tuple[tuple[int, float], ...],
+        utils: tuple[tuple[int, float], ...],
+        n: int,
+        fresh: bool,
+        last_peak: float,
+    ) -> None:
+        self.raws = raws  # (t_ns, rle_raw) of the last smooth_n − 1 samples
+        self.utils = utils  # (t_ns, util_pct) of the last 9 samples (v0.3 σ window − 1)
+        self.n = n  # samples of this device in this part
+        self.fresh = fresh  # the part's first row of this device was a start-up row
+        self.last_peak = last_peak
 
 
-def _build_ticks(t_ns: np.ndarray, device: np.ndarray, epoch: np.ndarray) -> list[_Tick]:
-    """Group rows with the same timestamp (one monitor tick: GPU and CPU row) in file order."""
-    ticks: list[_Tick] = []
-    open_ticks: dict[tuple[int, int], int] = {}
-    for i in range(len(t_ns)):
-        key = (int(epoch[i]), int(t_ns[i]))
-        j = open_ticks.get(key)
-        if j is not None and device[i] not in ticks[j].devices:
-            ticks[j].rows.append(i)
-            ticks[j].devices.add(str(device[i]))
-            continue
-        open_ticks[key] = len(ticks)
-        ticks.append(_Tick(int(t_ns[i]), int(epoch[i]), [i], {str(device[i])}))
-    return ticks
+class _WriterState:
+    """A writer within one hypothesis (immutable by convention: updates make a new object)."""
+
+    __slots__ = (
+        "devices", "dev", "epoch", "index", "last_row", "last_t", "n_ticks", "part", "reasons",
+        "tick_devs",
+    )  # fmt: skip
+
+    def __init__(self, **kw: Any) -> None:
+        for k in self.__slots__:
+            setattr(self, k, kw[k])
+
+    def replace(self, **kw: Any) -> _WriterState:
+        values = {k: getattr(self, k) for k in self.__slots__}
+        values.update(kw)
+        return _WriterState(**values)
+
+
+class _Hypothesis:
+    __slots__ = ("cost", "restarts", "trail", "writers")
+
+    def __init__(
+        self, cost: float, writers: tuple[_WriterState, ...], trail: Any, restarts: int
+    ) -> None:
+        self.cost = cost
+        self.writers = writers
+        self.trail = trail  # (parent trail, row, writer index, part) or None
+        self.restarts = restarts
+
+    def signature(self) -> tuple[Any, ...]:
+        """What decides the future: each writer's part, last row and per-device history."""
+        return tuple(
+            (
+                w.index,
+                w.part,
+                w.last_row,
+                tuple(sorted((d, v.n, v.raws, v.utils) for d, v in w.dev.items())),
+            )
+            for w in self.writers
+        )
 
 
 class _Assigner:
-    """Assign ticks to writers and split writers at monitor restarts (§6.5)."""
+    """Assign rows to writers and split writers at monitor restarts (§6.5), by state continuity.
+
+    Args:
+        fmt: ``v03``, ``v03_old`` or ``v2``.
+        cols: ``rle_raw``, ``rle_smoothed``, ``rolling_peak``, ``E_th``, ``t_sustain_s`` per row.
+        device: Legacy device per row (``gpu``/``cpu``).
+        gate: Use the smoothing check; ``False`` splits by timing and restarts only.
+        smooth_n: The monitor's smoothing window, samples.
+        check_stability: v0.3 only: also check ``E_th`` against σ from the writer's last ten
+            ``util_pct`` values (§2.2), which tells apart writers whose RLE values coincide
+            (e.g. CPU rows at start-up, where σ = 1).
+    """
 
     def __init__(
         self,
@@ -477,6 +552,7 @@ class _Assigner:
         *,
         gate: bool = True,
         smooth_n: int = 5,
+        check_stability: bool = True,
     ) -> None:
         self.fmt = fmt
         self.gate = gate
@@ -486,35 +562,16 @@ class _Assigner:
         self.peak = cols["rolling_peak"]
         self.e_th = cols["E_th"]
         self.tau = cols["t_sustain_s"]
+        self.util = cols["util_pct"]
         self.device = device
-        self.writers: list[_Writer] = []
+        self.check_stability = check_stability and gate and fmt != "v2"
+        self.order = ("cpu", "gpu") if fmt == "v2" else ("gpu", "cpu")
         self.restarts = 0
 
-    def _continuity(self, w: _Writer, row: int, t_ns: int) -> str:
-        """``pass``, ``fail`` or ``untestable``: is ``rle_smoothed`` the mean of the last 5 raws."""
-        if not self.gate:
-            return "untestable"
-        dev = str(self.device[row])
-        h = w.hist.get(dev, [])
-        k = self.smooth_n - 1
-        if k < 1 or len(h) < k:
-            return "untestable"
-        window = [*h[-k:], (t_ns, float(self.raw[row]))]
-        times = [x[0] for x in window]
-        if any(b - a > _CONTINUITY_GAP_S * 1e9 for a, b in zip(times, times[1:], strict=False)):
-            return "untestable"
-        raws = [x[1] for x in window]
-        sm = float(self.sm[row])
-        if any(math.isnan(r) for r in raws) or math.isnan(sm):
-            return "untestable"
-        if self.fmt == "v2" and any(r == 0.0 for r in raws):
-            return (
-                "untestable"  # τ = 0 at the limit: the logged raw differs from the recomputed one
-            )
-        expected = math.fsum(raws) / len(raws)
-        return "pass" if abs(sm - expected) <= 2.5e-6 + 1e-6 * abs(expected) else "fail"
+    # ---------------------------------------------------------------------------- row tests
 
     def _is_start_row(self, row: int) -> bool:
+        """Whether a row is a monitor's first sample (v0.3: E_th = 600/601, peak 0; v2: zeros)."""
         if self.fmt == "v2":
             return bool(
                 self.raw[row] == 0.0
@@ -525,77 +582,249 @@ class _Assigner:
             )
         return bool(self.peak[row] == 0.0 and abs(self.e_th[row] - _V03_START_E_TH) <= 1.5e-6)
 
-    def _is_restart(self, w: _Writer, tick: _Tick) -> bool:
-        gap_s = (tick.t_ns - w.last_t_ns) / 1e9
-        for row in tick.rows:
-            dev = str(self.device[row])
-            prev = w.last_peak.get(dev)
-            if prev is None:
-                continue
-            if self.fmt == "v2":
-                if prev > 0.0 and self._is_start_row(row):
-                    return True
-                continue
-            if self.peak[row] == 0.0 and (
-                prev > 0.0 or (gap_s > _RESTART_GAP_S and self._is_start_row(row))
-            ):
-                return True
-        return False
+    def _continuity(self, dv: _DevState | None, row: int, t_ns: int) -> str:
+        """``pass``, ``fail`` or ``untestable``: is ``rle_smoothed`` the mean of the writer's raws."""
+        if not self.gate or dv is None:
+            return "untestable"
+        k = self.smooth_n - 1
+        if k < 1:
+            return "untestable"
+        if len(dv.raws) < k and not (dv.fresh and dv.n == len(dv.raws)):
+            return "untestable"  # the window reaches before what we know of this writer
+        if self.fmt == "v2" and dv.n < 4:
+            if not dv.fresh:
+                return "untestable"
+            # v2 below five samples: rle_smoothed = rolling_peak = rle_raw (§3)
+            raw, sm, peak = float(self.raw[row]), float(self.sm[row]), float(self.peak[row])
+            if any(math.isnan(x) for x in (raw, sm, peak)):
+                return "untestable"
+            same = (
+                abs(sm - raw) <= 1e-6 * abs(raw) + 6e-7
+                and abs(peak - raw) <= 1e-6 * abs(raw) + 6e-7
+            )
+            return "pass" if same else "fail"
+        window = [*dv.raws[-k:], (t_ns, float(self.raw[row]))]
+        times = [x[0] for x in window]
+        if any(b - a > _CONTINUITY_GAP_S * 1e9 for a, b in zip(times, times[1:], strict=False)):
+            return "untestable"  # a sample may be missing from the window
+        raws = [x[1] for x in window]
+        sm = float(self.sm[row])
+        if any(math.isnan(r) for r in raws) or math.isnan(sm):
+            return "untestable"
+        if self.fmt == "v2" and any(r == 0.0 for r in raws):
+            return "untestable"  # τ = 0 at the limit: the logged raw differs from the averaged one
+        expected = math.fsum(raws) / len(raws)
+        return "pass" if abs(sm - expected) <= 2.5e-6 + 1e-6 * abs(expected) else "fail"
 
-    def assign(self, ticks: Sequence[_Tick]) -> tuple[np.ndarray, np.ndarray, list[_Writer]]:
-        """Return per-row writer index, per-row part index and the writers."""
-        n = len(self.raw)
-        row_writer = np.full(n, -1, dtype=np.int64)
-        row_part = np.full(n, -1, dtype=np.int64)
-        for tick in ticks:
-            w = self._choose(tick)
-            if w is None:
-                w = _Writer(index=len(self.writers), epoch=tick.epoch, last_t_ns=tick.t_ns)
-                if any(x.epoch == tick.epoch for x in self.writers):
-                    w.part_reasons.append("new_writer")
-                else:
-                    w.part_reasons.append("header_repeated" if tick.epoch else "file_start")
-                self.writers.append(w)
-            elif self._is_restart(w, tick):
-                w.part += 1
-                w.part_reasons.append("restart")
-                w.hist.clear()
-                self.restarts += 1
-            for row in tick.rows:
-                dev = str(self.device[row])
-                row_writer[row] = w.index
-                row_part[row] = w.part
-                h = w.hist.setdefault(dev, [])
-                h.append((tick.t_ns, float(self.raw[row])))
-                del h[: -max(1, self.smooth_n - 1)]
-                w.last_peak[dev] = float(self.peak[row])
-            w.last_t_ns = tick.t_ns
-            w.devices |= tick.devices
-            w.n_ticks += 1
-        return row_writer, row_part, self.writers
+    def _stability(self, dv: _DevState | None, row: int, t_ns: int) -> str:
+        """v0.3: ``pass``/``fail``/``untestable``: is ``E_th`` = σ/(1 + 1/τ) with the writer's σ.
 
-    def _choose(self, tick: _Tick) -> _Writer | None:
-        passing: list[tuple[float, _Writer]] = []
-        untestable: list[tuple[float, _Writer]] = []
-        for w in self.writers:
-            if w.epoch != tick.epoch:
+        σ = 1/(1 + pstdev of the last ten ``util_pct`` values, current included), 1 below five
+        samples (§2.2); τ is the row's own ``t_sustain_s`` (printed to 0.1 s, so the check
+        allows τ ± 0.05 s), ``E_th`` printed to 1e-6.
+        """
+        if not self.check_stability or dv is None:
+            return "untestable"
+        w = _V03_SIGMA_WINDOW
+        if len(dv.utils) < w - 1 and not (dv.fresh and dv.n == len(dv.utils)):
+            return "untestable"
+        window = [*dv.utils[-(w - 1) :], (t_ns, float(self.util[row]))]
+        times = [x[0] for x in window]
+        if any(b - a > _CONTINUITY_GAP_S * 1e9 for a, b in zip(times, times[1:], strict=False)):
+            return "untestable"
+        utils = [x[1] for x in window]
+        tau, e_th = float(self.tau[row]), float(self.e_th[row])
+        if any(math.isnan(u) for u in utils) or math.isnan(tau) or math.isnan(e_th):
+            return "untestable"
+        if len(utils) >= 5:
+            mean = math.fsum(utils) / len(utils)
+            sigma = 1.0 / (1.0 + math.sqrt(math.fsum((u - mean) ** 2 for u in utils) / len(utils)))
+        else:
+            sigma = 1.0
+        lo_tau, hi_tau = max(1.0, tau - 0.051), min(600.0, tau + 0.051)
+        lo, hi = sigma / (1.0 + 1.0 / lo_tau), sigma / (1.0 + 1.0 / hi_tau)
+        return "pass" if lo - 1.5e-6 <= e_th <= hi + 1.5e-6 else "fail"
+
+    def _check(self, dv: _DevState | None, row: int, t_ns: int) -> str:
+        """Both continuity checks: ``fail`` if either fails, ``pass`` if one passes."""
+        a = self._continuity(dv, row, t_ns)
+        if a == "fail":
+            return a
+        b = self._stability(dv, row, t_ns)
+        if b == "fail":
+            return b
+        return "pass" if "pass" in (a, b) else "untestable"
+
+    def _restarts_here(self, w: _WriterState, row: int, dev: str, gap_s: float) -> bool:
+        prev = w.dev[dev].last_peak if dev in w.dev else None
+        if prev is None:
+            return False
+        if self.fmt == "v2":
+            return prev > 0.0 and self._is_start_row(row)
+        return bool(
+            self.peak[row] == 0.0
+            and (prev > 0.0 or (gap_s > _RESTART_GAP_S and self._is_start_row(row)))
+        )
+
+    # ---------------------------------------------------------------------------- state update
+
+    def _advance(
+        self, w: _WriterState, row: int, dev: str, t_ns: int, *, new_tick: bool, reset: bool
+    ) -> _WriterState:
+        k = max(1, self.smooth_n - 1)
+        devs = {} if reset else dict(w.dev)
+        old = devs.get(dev)
+        entry = (t_ns, float(self.raw[row]))
+        util = (t_ns, float(self.util[row]))
+        if old is None:
+            devs[dev] = _DevState(
+                (entry,), (util,), 1, self._is_start_row(row), float(self.peak[row])
+            )
+        else:
+            devs[dev] = _DevState(
+                (*old.raws, entry)[-k:],
+                (*old.utils, util)[-(_V03_SIGMA_WINDOW - 1) :],
+                old.n + 1,
+                old.fresh,
+                float(self.peak[row]),
+            )
+        return w.replace(
+            dev=devs,
+            last_t=t_ns,
+            last_row=row,
+            tick_devs=frozenset({dev}) if new_tick else w.tick_devs | {dev},
+            devices=w.devices | {dev},
+            n_ticks=w.n_ticks + (1 if new_tick else 0),
+            part=w.part + (1 if reset else 0),
+            reasons=(*w.reasons, "restart") if reset else w.reasons,
+        )
+
+    def _options(
+        self, h: _Hypothesis, row: int, t_ns: int, epoch: int
+    ) -> list[tuple[float, int, _WriterState, bool]]:
+        """``(cost, writer position or -1 for new, new writer state, restart)`` for one row."""
+        dev = str(self.device[row])
+        out: list[tuple[float, int, _WriterState, bool]] = []
+        rank = self.order.index(dev) if dev in self.order else 0
+        for pos, w in enumerate(h.writers):
+            if w.epoch != epoch:
                 continue
-            dt_s = (tick.t_ns - w.last_t_ns) / 1e9
-            if dt_s < _MIN_TICK_S:
+            dt_s = (t_ns - w.last_t) / 1e9
+            apart = _COST_PER_ROW_APART * min(row - w.last_row, 1000)
+            known_dev = dev in w.devices
+            if dt_s == 0.0:
+                # The next row of the writer's current tick: a device it has not written yet, in
+                # the monitor's order.
+                if dev in w.tick_devs or any(self.order.index(d) > rank for d in w.tick_devs):
+                    continue
+                if not known_dev and w.n_ticks >= _SETTLED_TICKS:
+                    continue  # a writer in another --mode (gpu, cpu, both)
+                verdict = self._check(w.dev.get(dev), row, t_ns)
+                if verdict == "fail":
+                    continue
+                cost = apart + (0.0 if verdict == "pass" else _COST_UNTESTABLE)
+                out.append(
+                    (
+                        cost,
+                        pos,
+                        self._advance(w, row, dev, t_ns, new_tick=False, reset=False),
+                        False,
+                    )
+                )
                 continue
+            if dt_s < 0.0:
+                continue  # a writer's own rows never go back in time
             # Distance from a whole number of ticks: a writer that lost a row (torn line) is
             # still in phase two ticks later, another writer is not.
             score = abs(dt_s - _NOMINAL_TICK_S * max(1, round(dt_s / _NOMINAL_TICK_S)))
-            if not tick.devices <= w.devices and (w.n_ticks >= _SETTLED_TICKS or score > 0.2):
-                continue  # a writer in another --mode (gpu, cpu, both)
-            verdicts = {self._continuity(w, row, tick.t_ns) for row in tick.rows}
-            if "fail" in verdicts:
+            if not known_dev and (w.n_ticks >= _SETTLED_TICKS or score > 0.2):
                 continue
-            (passing if "pass" in verdicts else untestable).append((score, w))
-        for group in (passing, untestable):
-            if group:
-                return min(group, key=lambda x: (x[0], x[1].index))[1]
-        return None
+            if dt_s >= _MIN_TICK_S and self._restarts_here(w, row, dev, dt_s):
+                new = self._advance(w, row, dev, t_ns, new_tick=True, reset=True)
+                if self.fmt != "v2":
+                    out.append((_COST_RESTART + apart, pos, new, True))
+                    continue  # v0.3 logs a zero peak only in its warm-up: a restart for sure
+                # v2: an all-zero row is also what a running monitor writes when its last five
+                # values are 0 (idle at the limit); the next rows tell (after a start-up they
+                # have rle_smoothed = rolling_peak = rle_raw), so both stay open.
+                out.append((apart, pos, new, True))
+            verdict = self._check(w.dev.get(dev), row, t_ns)
+            if verdict == "fail" or (dt_s < _MIN_TICK_S and verdict != "pass"):
+                continue
+            cost = apart + score + (0.0 if verdict == "pass" else _COST_UNTESTABLE)
+            if dt_s < _MIN_TICK_S:
+                cost += _COST_TOO_SOON
+            if rank > 0 and any(d in w.devices for d in self.order[:rank]):
+                cost += _COST_LOST_FIRST_ROW
+            out.append(
+                (cost, pos, self._advance(w, row, dev, t_ns, new_tick=True, reset=False), False)
+            )
+        same_epoch = any(w.epoch == epoch for w in h.writers)
+        reason = "new_writer" if same_epoch else ("header_repeated" if epoch else "file_start")
+        fresh = _WriterState(
+            index=len(h.writers), epoch=epoch, part=0, last_t=t_ns, last_row=row,
+            tick_devs=frozenset(), devices=frozenset(), n_ticks=0, dev={}, reasons=(reason,),
+        )  # fmt: skip
+        fresh = self._advance(fresh, row, dev, t_ns, new_tick=True, reset=False)
+        cost = _COST_NEW_WRITER_AT_START if self._is_start_row(row) else _COST_NEW_WRITER
+        out.append((cost if same_epoch else 0.0, -1, fresh, False))
+        return out
+
+    # ---------------------------------------------------------------------------- search
+
+    def assign(
+        self, t_ns: np.ndarray, epoch: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, list[_Writer]]:
+        """Return per-row writer index, per-row part index and the writers (best hypothesis).
+
+        Args:
+            t_ns: Row times, epoch ns (file order).
+            epoch: Header block of each row (a repeated header starts a new block).
+        """
+        beam = [_Hypothesis(0.0, (), None, 0)]
+        for row in range(len(t_ns)):
+            t, e = int(t_ns[row]), int(epoch[row])
+            grown: list[_Hypothesis] = []
+            for h in beam:
+                for cost, pos, new, restart in self._options(h, row, t, e):
+                    if pos < 0:
+                        writers = (*h.writers, new)
+                        pos = len(h.writers)
+                    else:
+                        writers = (*h.writers[:pos], new, *h.writers[pos + 1 :])
+                    grown.append(
+                        _Hypothesis(
+                            h.cost + cost,
+                            writers,
+                            (h.trail, row, new.index, new.part),
+                            h.restarts + (1 if restart else 0),
+                        )
+                    )
+            grown.sort(key=lambda x: (x.cost, len(x.writers)))
+            best = grown[0].cost
+            beam, seen = [], set()
+            for x in grown:
+                if x.cost > best + _BEAM_MARGIN or len(beam) == _BEAM_WIDTH:
+                    break
+                sig = x.signature()
+                if sig not in seen:  # same state reached another way: the cheaper one stays
+                    seen.add(sig)
+                    beam.append(x)
+        best_h = beam[0]
+        n = len(t_ns)
+        row_writer = np.full(n, -1, dtype=np.int64)
+        row_part = np.full(n, -1, dtype=np.int64)
+        node = best_h.trail
+        while node is not None:
+            node, row, w_idx, part = node
+            row_writer[row] = w_idx
+            row_part[row] = part
+        self.restarts = best_h.restarts
+        writers = [
+            _Writer(w.index, w.epoch, list(w.reasons))
+            for w in sorted(best_h.writers, key=lambda x: x.index)
+        ]
+        return row_writer, row_part, writers
 
 
 def _smoothing_window(
@@ -901,18 +1130,19 @@ def _segment(
     device = rows["device"].to_numpy()
     cols = {
         c: rows[c].to_numpy(dtype=np.float64)
-        for c in ("rle_raw", "rle_smoothed", "rolling_peak", "E_th", "t_sustain_s")
+        for c in ("rle_raw", "rle_smoothed", "rolling_peak", "E_th", "t_sustain_s", "util_pct")
     }
-    ticks = _build_ticks(t_ns, device, rows["_epoch"].to_numpy())
+    epoch = rows["_epoch"].to_numpy(dtype=np.int64)
+    n_ticks = len(set(zip(epoch.tolist(), t_ns.tolist(), strict=True)))
     smooth_n = _smoothing_window(fmt, cols, device, t_ns)
     if smooth_n != 5:
         flags["smoothing_samples"] = str(smooth_n)
     assigner = _Assigner(fmt, cols, device, smooth_n=smooth_n, gate=smooth_n > 1)
-    row_writer, row_part, writers = assigner.assign(ticks)
-    epochs = len({t.epoch for t in ticks})
+    row_writer, row_part, writers = assigner.assign(t_ns, epoch)
+    epochs = len(set(epoch.tolist()))
     if smooth_n == 1:
         flags["stream_split"] = "timing_only"
-    elif len(writers) - epochs > max(3, 0.02 * len(ticks)):
+    elif len(writers) - epochs > max(3, 0.02 * n_ticks):
         # The smoothing check rejects most rows (e.g. a monitor run with --smooth-n other than
         # 5): it cannot tell writers apart here, so split by timing and restarts only.
         log.warning(
@@ -920,11 +1150,11 @@ def _segment(
             "ticks); splitting streams by timing only",
             path.name,
             len(writers),
-            len(ticks),
+            n_ticks,
         )
         flags["stream_split"] = "timing_only"
         assigner = _Assigner(fmt, cols, device, gate=False)
-        row_writer, row_part, writers = assigner.assign(ticks)
+        row_writer, row_part, writers = assigner.assign(t_ns, epoch)
 
     keys = sorted({(int(w), int(p)) for w, p in zip(row_writer, row_part, strict=True)})
     first_t = {k: int(t_ns[(row_writer == k[0]) & (row_part == k[1])].min()) for k in keys}
