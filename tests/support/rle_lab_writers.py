@@ -228,6 +228,43 @@ def interleave(a: list[str], b: list[str]) -> list[str]:
     return sorted([*a, *b], key=key)  # stable: ties keep a before b
 
 
+def interleave_shared(a: list[str], b: list[str], *, seed: int = 0) -> list[str]:
+    """Merge two writers' lines whose rows share timestamps, as concurrent appends can land.
+
+    Each writer's own lines keep their order (one process writes its rows in sequence); at a
+    timestamp both writers have, which writer's next line comes first is drawn at random, so a
+    GPU row of one writer can sit between the GPU and CPU rows of the other.
+    """
+    rng = np.random.default_rng(seed)
+    key = lambda line: line.split(",", 1)[0].rstrip("Z")  # noqa: E731
+    out: list[str] = []
+    i = j = 0
+    while i < len(a) or j < len(b):
+        if j >= len(b) or (i < len(a) and key(a[i]) < key(b[j])):
+            out.append(a[i])
+            i += 1
+        elif i >= len(a) or key(b[j]) < key(a[i]):
+            out.append(b[j])
+            j += 1
+        elif rng.random() < 0.5:
+            out.append(a[i])
+            i += 1
+        else:
+            out.append(b[j])
+            j += 1
+    return out
+
+
+def periodic_inputs(frame: pd.DataFrame, period: int = 5) -> pd.DataFrame:
+    """The inputs with their first ``period`` samples repeated over the whole stream."""
+    out = frame.copy()
+    n = len(out)
+    for col in ("util_pct", "temp_c", "power_w"):
+        v = out[col].to_numpy()[:period]
+        out[col] = np.tile(v, n // period + 1)[:n]
+    return out
+
+
 def pandas_reformat(lines: list[str], fmt: str) -> list[str]:
     """Round-trip through pandas as the lab's published copies were (``1.0`` in collapse)."""
     df = pd.read_csv(io.StringIO("\n".join([header(fmt), *lines])))

@@ -18,9 +18,12 @@ are the same collapse flag). Messy input is normal, so nothing is dropped silent
 or repaired row is counted by reason in :attr:`ParsedFile.counts` (``skipped.torn_line``,
 ``skipped.duplicate_row``, ``repaired.short_gpu_row_padded``, ...).
 
-Two monitors appending to the same hourly file are told apart by their own arithmetic: a
-monitor's ``rle_smoothed`` is the mean of its last five ``rle_raw`` values, which identifies the
-writer of each row; ties fall back to timing (a writer ticks about once per second). A monitor
+Two monitors appending to the same hourly file are told apart by their own state: a monitor's
+``rle_smoothed`` is the mean of its last five ``rle_raw`` values and (v0.3) its ``E_th`` follows
+from its last ten utilisations, so each writer's history predicts its next rows. Rows are
+assigned one by one (rows with identical timestamps included) by a beam search over the
+assignments that keep every writer consistent; timing only breaks ties, and a new writer is the
+costliest explanation, so a single writer is never split. A monitor
 restart (``rolling_peak`` back to 0, or a gap followed by the start-up signature) starts a new
 :class:`Segment`. Each segment is one recording of one monitor process, with one
 :class:`DeviceStream` per device (``gpu_0``, ``cpu``).
