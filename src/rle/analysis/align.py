@@ -10,7 +10,13 @@ seconds). Telemetry samples carry their own UTC epoch seconds (``wall_time_s``).
 * maps a device's samples onto the step times, by linear interpolation or by the mean over each
   step's interval — :func:`align_to_steps` — and counts the distinct telemetry samples behind
   the aligned values (:func:`distinct_samples`; the honest N of a correlation, §9 C1);
-* resamples any series onto a common grid in seconds — :func:`resample`, :func:`time_grid`.
+* puts both series of a detrended correlation on one regular grid in seconds (:func:`time_grid`,
+  anchored at the start of the training interval): the training series by bin means of its steps
+  (:func:`resample`), the telemetry by the time average of its piecewise-linear interpolant over
+  each bin (:func:`interval_mean`), so no bin is ever empty or doubled because samples sit near a
+  bin edge, and a shift of the telemetry clock by a fraction of its period changes the grid values
+  continuously instead of moving whole samples between bins (issue 13); :func:`interval_mean` also
+  says which samples stand behind each grid value, for the distinct-sample N.
 
 Pure pandas/NumPy; no MLflow.
 """
@@ -36,12 +42,15 @@ __all__ = [
     "device_frames_from_steps",
     "distinct_samples",
     "idle_summary",
+    "interval_mean",
     "resample",
     "step_series",
     "step_times",
     "time_grid",
     "training_interval",
     "within",
+    "GridSamples",
+    "distinct_grid_samples",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -490,3 +499,129 @@ def resample(
             e = empty[short]
             out[e] = np.interp(grid_s[e], grid_s[pos], out[pos])
     return out
+
+
+@dataclass(frozen=True)
+class GridSamples:
+    """A telemetry series on a regular grid, with the samples behind each grid value.
+
+    Attributes:
+        values: Grid values, shape ``(m,)`` (NaN where undefined).
+        lo: Position (in the input, after dropping non-finite points) of the first sample whose
+            interpolant segment touches the bin, shape ``(m,)``; -1 where the value is NaN.
+        hi: Position of the last such sample, shape ``(m,)``; -1 where the value is NaN.
+        n_samples: Finite input samples.
+        median_period_s: Median time between those samples, s (NaN with fewer than 2).
+    """
+
+    values: FloatArray
+    lo: npt.NDArray[np.int64]
+    hi: npt.NDArray[np.int64]
+    n_samples: int
+    median_period_s: float
+
+
+def interval_mean(
+    times_s: npt.ArrayLike,
+    values: npt.ArrayLike,
+    grid_s: FloatArray,
+    max_gap_s: float | None = None,
+    min_coverage: float = 0.5,
+) -> GridSamples:
+    """Time average of a sampled series over each grid bin, from its linear interpolant.
+
+    The series is read as the piecewise-linear curve through its samples; grid point ``g`` gets the
+    mean of that curve over ``[g - d/2, g + d/2]`` (``d`` the grid spacing), computed exactly
+    from its running integral. Unlike a mean of the samples falling in each bin (:func:`resample`),
+    the value does not jump when a sample crosses a bin edge: with samples at the grid rate, a
+    bin centred on a sample gets ``0.75·y_i + 0.125·(y_{i-1} + y_{i+1})`` and a bin between two
+    samples ``(y_i + y_{i+1}) / 2``, and everything in between varies continuously with the
+    phase, so jittered 1 Hz samples near the edges of 1 Hz bins leave no empty or doubled bins.
+
+    Bins covered by the curve for less than ``min_coverage`` of their width (the ends of the
+    series) and bins touching a gap between consecutive samples longer than ``max_gap_s`` are NaN.
+
+    Args:
+        times_s: Sample times, s, shape ``(n,)``, sorted (non-finite points are dropped).
+        values: Sample values, shape ``(n,)``.
+        grid_s: Regular grid, s, shape ``(m,)`` (one point: spacing 1 s).
+        max_gap_s: Longest interval between two samples that is interpolated across, s; default
+            ``3 × max(d, median sample period)`` (the old resampler's "up to 2 empty bins").
+        min_coverage: Fewest fraction of a bin the curve must cover (0..1].
+
+    Returns:
+        The :class:`GridSamples`.
+    """
+    t = np.asarray(times_s, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    ok = np.isfinite(t) & np.isfinite(v)
+    t, v = t[ok], v[ok]
+    m = grid_s.shape[0]
+    nan = np.full(m, np.nan)
+    none = np.full(m, -1, dtype=np.int64)
+    period = float(np.median(np.diff(t))) if t.size >= 2 else math.nan
+    if m == 0 or t.size < 2:
+        return GridSamples(nan, none, none.copy(), int(t.size), period)
+    d = float(grid_s[1] - grid_s[0]) if m > 1 else 1.0
+    gap = float(max_gap_s) if max_gap_s is not None else 3.0 * max(d, period)
+    seg = np.diff(t)
+    cum = np.concatenate(([0.0], np.cumsum(0.5 * (v[1:] + v[:-1]) * seg)))
+
+    # running integral of the interpolant at arbitrary times inside [t0, t_last]
+    def integral(x: FloatArray) -> FloatArray:
+        k = np.clip(np.searchsorted(t, x, side="right") - 1, 0, t.size - 2)
+        dx = x - t[k]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            slope = np.where(seg[k] > 0, (v[k + 1] - v[k]) / seg[k], 0.0)
+        return np.asarray(cum[k] + v[k] * dx + 0.5 * slope * dx * dx, dtype=np.float64)
+
+    lo_t = np.clip(grid_s - d / 2, t[0], t[-1])
+    hi_t = np.clip(grid_s + d / 2, t[0], t[-1])
+    covered = hi_t - lo_t
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(covered > 0, (integral(hi_t) - integral(lo_t)) / covered, np.nan)
+    # samples whose segments touch the bin: the last one at or before its start .. the first one
+    # at or after its end
+    lo = np.searchsorted(t, lo_t, side="right") - 1
+    hi = np.searchsorted(t, hi_t, side="left")
+    lo = np.clip(lo, 0, t.size - 1)
+    hi = np.clip(hi, 0, t.size - 1)
+    big = np.concatenate(([0], np.cumsum(seg > gap)))  # gaps crossed up to each sample
+    bad = (covered < min_coverage * d) | (big[hi] - big[lo] > 0)
+    out[bad] = np.nan
+    lo = np.where(bad, -1, lo)
+    hi = np.where(bad, -1, hi)
+    return GridSamples(np.asarray(out, dtype=np.float64), lo, hi, int(t.size), period)
+
+
+def distinct_grid_samples(
+    lo: npt.ArrayLike, hi: npt.ArrayLike, used: npt.ArrayLike | None = None
+) -> int:
+    """Number of distinct samples behind some grid values of :func:`interval_mean`.
+
+    Args:
+        lo: :attr:`GridSamples.lo`, shape ``(m,)``.
+        hi: :attr:`GridSamples.hi`, shape ``(m,)``.
+        used: Boolean mask of the grid values a statistic used, shape ``(m,)``; default all.
+
+    Returns:
+        The size of the union of ``[lo, hi]`` over the used grid values that have samples.
+    """
+    a = np.asarray(lo, dtype=np.int64)
+    b = np.asarray(hi, dtype=np.int64)
+    sel = np.ones(a.shape[0], dtype=bool) if used is None else np.array(used, dtype=bool)
+    sel &= a >= 0
+    if not sel.any():
+        return 0
+    a, b = a[sel], b[sel]
+    # union of integer ranges: sort by start, sweep
+    order = np.argsort(a, kind="stable")
+    total, cur_lo, cur_hi = 0, int(a[order[0]]), int(b[order[0]])
+    for i in order[1:]:
+        s, e = int(a[i]), int(b[i])
+        if s > cur_hi + 1:
+            total += cur_hi - cur_lo + 1
+            cur_lo, cur_hi = s, e
+        else:
+            cur_hi = max(cur_hi, e)
+    return total + cur_hi - cur_lo + 1

@@ -8,10 +8,14 @@ The ``default`` method (``correlation.method=default``), per run and **per devic
   that ``n`` (t distribution, ``n - 2`` degrees of freedom). It still ignores autocorrelation and
   shared trends, which the note says;
 * **detrended** (``pearson_diff``/``spearman_diff`` for first differences, ``*_detrended`` for
-  residuals of a straight line in time): both series resampled to ``resample_hz`` (1 Hz) over the
-  training interval, detrended, correlated at lag 0; p-value from a seeded **block permutation**
-  test (blocks of ``block_s`` seconds of the hardware series shuffled, so short-range
-  autocorrelation survives in the null);
+  residuals of a straight line in time): both series put on a ``resample_hz`` (1 Hz) grid over the
+  training interval, anchored at its start: the training series by the mean of the steps in each
+  bin, the telemetry by the time average of its linear interpolant over each bin
+  (:func:`rle.analysis.align.interval_mean`; no empty or doubled bins when samples sit on bin
+  edges, and a sub-period shift of the telemetry clock moves the values continuously); then
+  detrended and correlated at lag 0; ``n`` = distinct telemetry samples behind the pairs used;
+  p-value from a seeded **block permutation** test (blocks of ``block_s`` seconds of the
+  hardware series shuffled, so short-range autocorrelation survives in the null);
 * **lagged** (``xcorr_diff``/``xcorr_detrended``, one row per lag, plus a ``*_peak`` row): the
   same detrended 1 Hz series, lags in **seconds** up to ``max_lag_s``. Sign convention: the x
   series is always the training series and y the hardware series; a row with ``lag_s = L``
@@ -20,7 +24,8 @@ The ``default`` method (``correlation.method=default``), per run and **per devic
   peak row's p-value from the null of the maximum ``|r|`` over all lags (corrected for looking
   at many lags);
 * **spike–collapse coupling** (``spike_collapse``): grad_norm spikes (``> mean + k·std``,
-  ``ddof = 1``; consecutive spike steps form one spike, timed at its maximum) matched to collapse
+  ``ddof = 1``; consecutive spike steps form one spike, timed at its maximum; the lab's own count,
+  every step above the threshold, is kept beside it as ``n_spike_steps``) matched to collapse
   event starts within ``±window_s``; ``r`` holds the hit rate (matched spikes / spikes), the
   p-value is the binomial chance of at least that many hits when spikes fall at random times of
   the training interval (chance rate = the fraction of the interval within ``±window_s`` of an
@@ -49,18 +54,22 @@ from rle.analysis.align import (
     AlignMethod,
     TrainingInterval,
     align_to_steps,
+    distinct_grid_samples,
     distinct_samples,
+    interval_mean,
     resample,
     time_grid,
     within,
 )
 
 __all__ = [
+    "ALIGNMENT_COLUMNS",
     "CORRELATION_COLUMNS",
     "CORRELATION_METHODS",
     "DEFAULT_PAIRS",
     "CorrelationSettings",
     "DeviceCorrelation",
+    "GRID_METHOD",
     "LagResult",
     "Pair",
     "SpikeCollapse",
@@ -71,6 +80,7 @@ __all__ = [
     "detrend",
     "grad_norm_spikes",
     "identical_training_curves",
+    "identical_training_groups",
     "lagged_correlation",
     "lagged_correlation_test",
     "na_reason",
@@ -540,7 +550,9 @@ class SpikeCollapse:
     Attributes:
         n_steps: Steps with a finite grad_norm in the training interval.
         threshold: Spike threshold (mean + k·std), grad_norm units.
-        n_spikes: Spikes (runs of consecutive spike steps).
+        n_spikes: Spikes (runs of consecutive spike steps, each timed at its maximum).
+        n_spike_steps: Steps above the threshold, not merged: the lab's own spike count
+            ("every step above mean + 1 std", rle-metric.md §8.3).
         n_events: Collapse events starting in the training interval.
         matched_spikes: Spikes with an event start within ±window.
         matched_events: Events with a spike within ±window.
@@ -554,6 +566,7 @@ class SpikeCollapse:
     threshold: float
     n_spikes: int
     n_events: int
+    n_spike_steps: int = 0
     matched_spikes: int = 0
     matched_events: int = 0
     chance_rate: float = math.nan
@@ -591,6 +604,7 @@ def spike_collapse(
     event_starts_s: npt.ArrayLike | None,
     interval: tuple[float, float],
     settings: SpikeSettings = SpikeSettings(),  # noqa: B008 (frozen dataclass)
+    no_detection_reason: str | None = None,
 ) -> SpikeCollapse:
     """Match grad_norm spikes to collapse events (event based, not a 0/1-flag correlation).
 
@@ -598,9 +612,11 @@ def spike_collapse(
         step_times_s: Step times, s, shape ``(n,)``.
         grad_norm: grad_norm at the steps, shape ``(n,)``.
         event_starts_s: Start times of collapse events, s, shape ``(e,)``; ``None`` when the
-            device has no collapse detection (no temperature sensor).
+            device has no collapse events to match (detection disabled or its flags discarded).
         interval: Training interval ``(start_s, end_s)``; events outside it are ignored.
         settings: ``k`` and ``window_s``.
+        no_detection_reason: The note when ``event_starts_s`` is ``None`` (starting ``N/A:``);
+            default: no collapse series on the device.
 
     Returns:
         The :class:`SpikeCollapse` counts, chance baseline and p-value (N/A note without steps,
@@ -613,11 +629,14 @@ def spike_collapse(
     spikes, threshold = grad_norm_spikes(t, g, settings.k)
     events = np.zeros(0) if event_starts_s is None else np.asarray(event_starts_s, dtype=np.float64)
     events = events[(events >= start) & (events <= end)]
-    out = SpikeCollapse(n_steps, threshold, int(spikes.size), int(events.size))
+    n_steps_above = int((np.isfinite(g) & (g > threshold)).sum()) if math.isfinite(threshold) else 0
+    out = SpikeCollapse(n_steps, threshold, int(spikes.size), int(events.size), n_steps_above)
     w = float(settings.window_s)
     how = f"spikes: grad_norm > mean + {settings.k:g}·std (ddof=1); matched within ±{w:g} s"
     if event_starts_s is None:
-        out.note = "N/A: no collapse detection on this device (no collapse series; e.g. no temperature sensor)"
+        out.note = no_detection_reason or (
+            "N/A: no collapse detection on this device (no collapse series in its telemetry)"
+        )
         return out
     if n_steps < 3:
         out.note = f"N/A: too few steps with grad_norm (n={n_steps} < 3)"
@@ -656,12 +675,77 @@ class DeviceCorrelation:
         aligned: Step-aligned frame (``step``, ``time_s``, training keys, hardware columns).
         lags: ``{(x, y): LagResult}``.
         spikes: Spike–collapse result (``None`` without grad_norm).
+        alignment: One row per hardware series of the pairs (:data:`ALIGNMENT_COLUMNS`): how
+            it was put on the grid and how many telemetry samples it had.
     """
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     aligned: pd.DataFrame = field(default_factory=pd.DataFrame)
     lags: dict[tuple[str, str], LagResult] = field(default_factory=dict)
     spikes: SpikeCollapse | None = None
+    alignment: list[dict[str, Any]] = field(default_factory=list)
+
+
+ALIGNMENT_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "device",
+    "y",
+    "telemetry_samples",
+    "median_period_s",
+    "sample_phase_s",
+    "grid_hz",
+    "grid_points",
+    "grid_points_with_value",
+    "edge_samples",
+    "method",
+)
+"""Columns of ``alignment.csv``: per run, device and hardware series, the training-interval
+telemetry samples, their median period (s), their median phase after the grid points (s, the
+circular median of ``(t - grid start) mod spacing``), the grid, how many grid points got a
+value, how many samples sat within 5 % of a spacing of a bin edge (where bin-mean resampling
+would have left empty and doubled bins), and the method."""
+
+GRID_METHOD = (
+    "grid anchored at the training interval's start; training series: mean of the steps in each "
+    "bin; telemetry: time average of its linear interpolant over each bin (interval_mean)"
+)
+"""How the detrended and lagged rows put both series on one grid (the report quotes it)."""
+
+
+def _circular_phase(t: FloatArray, origin: float, d: float) -> float:
+    """Median phase of times after a grid origin, s in ``[0, d)`` (circular: around the mean)."""
+    if t.size == 0 or not d > 0:
+        return math.nan
+    ph = np.mod(t - origin, d)
+    centre = math.atan2(np.sin(2 * np.pi * ph / d).mean(), np.cos(2 * np.pi * ph / d).mean())
+    c = (centre / (2 * np.pi)) % 1.0 * d
+    rel = np.mod(ph - c + d / 2, d) - d / 2  # offsets around the circular mean
+    return float((c + np.median(rel)) % d)
+
+
+def _used_y(ok: npt.NDArray[np.bool_], kind: Detrend) -> npt.NDArray[np.bool_]:
+    """Grid values of the hardware series behind the finite detrended points ``ok``."""
+    used = ok.copy()
+    if kind == "difference" and ok.size > 1:
+        used[:-1] |= ok[1:]  # a difference at k uses bins k and k - 1
+    return used
+
+
+def _lag_samples(
+    xd: FloatArray, yd: FloatArray, lags_s: FloatArray, hz: float, gs: Any, kind: Detrend
+) -> npt.NDArray[np.int64]:
+    """Distinct telemetry samples behind the pairs of each lag (same order as ``lags_s``)."""
+    n = xd.shape[0]
+    out = np.zeros(lags_s.shape[0], dtype=np.int64)
+    for i, lag_s in enumerate(lags_s):
+        lag = int(round(float(lag_s) * hz))
+        xa, yb = _lag_pairs(xd, yd, lag)
+        f = np.isfinite(xa) & np.isfinite(yb)
+        ok = np.zeros(n, dtype=bool)
+        pos = np.arange(lag, n) if lag >= 0 else np.arange(0, n + lag)
+        ok[pos[f]] = True
+        out[i] = distinct_grid_samples(gs.lo, gs.hi, _used_y(ok, kind))
+    return out
 
 
 def _row(
@@ -700,6 +784,8 @@ def correlate_device(
     spikes: SpikeSettings | None = SpikeSettings(),  # noqa: B008 (frozen dataclass)
     event_starts_s: npt.ArrayLike | None = None,
     extra_columns: Sequence[str] = (),
+    missing_reasons: Mapping[str, str] | None = None,
+    no_detection_reason: str | None = None,
 ) -> DeviceCorrelation:
     """All correlation rows of one run and one device (the ``default`` method).
 
@@ -716,6 +802,10 @@ def correlate_device(
         event_starts_s: Collapse event start times, s; ``None``: the device has no collapse
             detection.
         extra_columns: More hardware columns to align onto the steps (for plots).
+        missing_reasons: ``{hardware column: "N/A: why"}`` for columns the frame lacks on
+            purpose (e.g. RLE built from placeholder inputs); default note: the device has no
+            such series.
+        no_detection_reason: The spike–collapse note when ``event_starts_s`` is ``None``.
 
     Returns:
         The :class:`DeviceCorrelation`.
@@ -748,7 +838,7 @@ def correlate_device(
         xs = aligned[pair.x].to_numpy(dtype=np.float64)
         reason = None
         if pair.y not in dev:
-            reason = f"N/A: {device} has no {pair.y} series"
+            reason = (missing_reasons or {}).get(pair.y) or f"N/A: {device} has no {pair.y} series"
         elif not np.isfinite(xs).any():
             reason = f"N/A: the run has no {pair.x} values"
         if reason is not None:
@@ -780,20 +870,44 @@ def correlate_device(
         for method, (r, p, n, note) in raw.items():
             text = note or align_note.format(how=settings.align, steps=int(both.sum()))
             out.rows.append(_row(run_id, device, pair, method, 0.0, r, p, n, text))
-        # detrended, on the common grid
+        # detrended, on the common grid (training: bin means; telemetry: interval means)
         xg = resample(steps["time_s"], xs, grid)
-        yg = resample(dev["time_s"], dev[pair.y], grid)
+        gs = interval_mean(dev["time_s"], dev[pair.y], grid)
+        yg = gs.values
         xd = detrend(xg, settings.detrend, grid)
         yd = detrend(yg, settings.detrend, grid)
         lag = lagged_correlation_test(xd, yd, hz, settings)
         out.lags[(pair.x, pair.y)] = lag
         zero = int(np.flatnonzero(lag.lag_s == 0.0)[0]) if (lag.lag_s == 0.0).any() else None
+        ok_grid = np.isfinite(xd) & np.isfinite(yd)
+        n_grid = distinct_grid_samples(gs.lo, gs.hi, _used_y(ok_grid, settings.detrend))
+        n_lag = _lag_samples(xd, yd, lag.lag_s, hz, gs, settings.detrend)
         grid_note = (
-            f"{settings.detrend} detrended on a {hz:g} Hz grid; p: block permutation "
+            f"{settings.detrend} detrended on a {hz:g} Hz grid ({int(ok_grid.sum())} grid "
+            f"points; telemetry by interval means); p: block permutation "
             f"({settings.n_permutations} perms, {settings.block_s:g} s blocks, seed {settings.seed})"
         )
-        ok_grid = np.isfinite(xd) & np.isfinite(yd)
         grid_reason = na_reason(xd, yd, settings.min_points)
+        t_dev = dev["time_s"].to_numpy(dtype=np.float64)[
+            np.isfinite(pd.to_numeric(dev[pair.y], errors="coerce").to_numpy(dtype=np.float64))
+        ]
+        d_grid = 1.0 / hz
+        edge = np.abs(np.mod(t_dev - interval.start_s, d_grid) - d_grid / 2) <= 0.05 * d_grid
+        out.alignment.append(
+            {
+                "run_id": run_id,
+                "device": device,
+                "y": pair.y,
+                "telemetry_samples": int(t_dev.size),
+                "median_period_s": gs.median_period_s,
+                "sample_phase_s": _circular_phase(t_dev, interval.start_s, d_grid),
+                "grid_hz": hz,
+                "grid_points": int(grid.size),
+                "grid_points_with_value": int(np.isfinite(yg).sum()),
+                "edge_samples": int(edge.sum()),
+                "method": GRID_METHOD,
+            }
+        )
         r0 = float(lag.r[zero]) if zero is not None else math.nan
         p0 = float(lag.p_value[zero]) if zero is not None else math.nan
         out.rows.append(
@@ -805,7 +919,7 @@ def correlate_device(
                 0.0,
                 r0,
                 p0,
-                int(ok_grid.sum()),
+                n_grid,
                 grid_reason or lag.note or grid_note,
             )
         )
@@ -823,7 +937,7 @@ def correlate_device(
                     0.0,
                     float(rs.r[0]),
                     float(rs.p_value[0]),
-                    int(ok_grid.sum()),
+                    n_grid,
                     rs.note or grid_note + "; on ranks",
                 )
             )
@@ -837,7 +951,7 @@ def correlate_device(
                     0.0,
                     math.nan,
                     math.nan,
-                    int(ok_grid.sum()),
+                    n_grid,
                     grid_reason,
                 )
             )
@@ -856,7 +970,7 @@ def correlate_device(
                     float(lag_s),
                     float(lag.r[i]),
                     float(lag.p_value[i]),
-                    int(lag.n[i]),
+                    int(n_lag[i]),
                     note,
                 )
             )
@@ -877,7 +991,7 @@ def correlate_device(
                 lag.peak_lag_s,
                 lag.peak_r,
                 lag.peak_p_value,
-                int(ok_grid.sum()),
+                n_grid,
                 peak_note,
             )
         )
@@ -888,6 +1002,7 @@ def correlate_device(
             event_starts_s,
             (interval.start_s, interval.end_s),
             spikes,
+            no_detection_reason,
         )
         out.spikes = sc
         out.rows.append(
@@ -948,6 +1063,44 @@ def identical_training_curves(
             if np.isfinite(a).any() and np.allclose(a, b, rtol=1e-12, atol=0.0, equal_nan=True):
                 found.append((ra, wa, rb, wb))
     return found
+
+
+def _curve_key(frame: pd.DataFrame, metric_keys: Sequence[str]) -> bytes:
+    """Exact bytes of a run's training curves: steps, then each key's float64 values."""
+    idx = np.asarray(frame.index.to_numpy(), dtype=np.int64)
+    vals = frame[list(metric_keys)].to_numpy(dtype=np.float64)
+    vals = np.where(np.isnan(vals), np.nan, vals)  # one NaN bit pattern
+    return idx.tobytes() + b"|" + np.ascontiguousarray(vals).tobytes()
+
+
+def identical_training_groups(
+    curves: Mapping[str, tuple[str, pd.DataFrame]],
+    metric_keys: Sequence[str] = ("train/loss", "train/grad_norm"),
+) -> list[list[tuple[str, str]]]:
+    """Groups of runs whose training curves are bit-identical, whatever their labels (§8.1, §9 C4).
+
+    Two runs whose ``train/loss`` and ``train/grad_norm`` agree bit for bit at the same steps did
+    not train differently: either their workload labels are wrong (different labels), or the same
+    training log was recorded or imported more than once (same label; e.g. the lab's joint
+    sessions, several of which carry one and the same training log). Either way their training
+    series are not independent evidence, so each group is reported.
+
+    Args:
+        curves: ``{run_id: (label, per-step frame indexed by step with the metric keys)}``.
+        metric_keys: Curves that must all be identical; runs lacking one, or without a finite
+            value, are not compared.
+
+    Returns:
+        One list of ``(run_id, label)`` per group of two or more runs, in input order.
+    """
+    groups: dict[bytes, list[tuple[str, str]]] = {}
+    for run_id, (label, frame) in curves.items():
+        if not len(frame) or not all(k in frame for k in metric_keys):
+            continue
+        if not np.isfinite(frame[list(metric_keys)].to_numpy(dtype=np.float64)).any():
+            continue
+        groups.setdefault(_curve_key(frame, metric_keys), []).append((str(run_id), str(label)))
+    return [g for g in groups.values() if len(g) > 1]
 
 
 def collapse_event_starts(frame: pd.DataFrame) -> FloatArray | None:

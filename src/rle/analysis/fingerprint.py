@@ -80,11 +80,14 @@ FINGERPRINT_COLUMNS: tuple[str, ...] = (
     "collapse_seconds",
     "collapse_fraction",
     "throttle_fraction",
+    "flags",
 )
 """Columns of ``fingerprints.csv``. ``group`` is the workload (or the grouping key's value);
 ``run_id`` is empty on aggregated rows. ``source`` is ``samples`` (1 Hz sample artifact) or
 ``step_metrics`` (window means of the logged ``system/`` keys). Units are in the names; RLE is
-dimensionless; fractions are 0..1."""
+dimensionless; fractions are 0..1. ``flags`` names what is not a measurement on the device
+(``power_w placeholder``, ``temp_c placeholder``, ``power_w estimated``, ``RLE excluded``;
+:mod:`rle.analysis.provenance`); placeholder inputs and excluded RLE are N/A, never described."""
 
 CLASSIFIER_FEATURES: tuple[str, ...] = (
     "util_mean_percentage",
@@ -241,6 +244,7 @@ def run_fingerprint(
     source: str = "samples",
     idle: Mapping[str, float] | None = None,
     collapse_fallback: Mapping[str, float] | None = None,
+    flags: str = "",
 ) -> dict[str, Any]:
     """The fingerprint of one run on one device.
 
@@ -257,6 +261,7 @@ def run_fingerprint(
         idle: Output of :func:`rle.analysis.align.idle_summary` (head/tail seconds).
         collapse_fallback: Run-level ``collapse_events/seconds/fraction`` to use when the frame
             has no collapse series (whole run, as logged).
+        flags: The ``flags`` cell (what is not a measurement on this device).
 
     Returns:
         One row with :data:`FINGERPRINT_COLUMNS`.
@@ -294,6 +299,7 @@ def run_fingerprint(
     row.update(_rle_stats(sub))
     row.update(_collapse(sub, collapse_fallback))
     row["throttle_fraction"] = _throttle_fraction(sub)
+    row["flags"] = flags
     return {c: row.get(c, math.nan) for c in FINGERPRINT_COLUMNS}
 
 
@@ -386,6 +392,10 @@ def group_fingerprints(
             dur = float(part.loc[known, "duration_s"].sum())
             row["collapse_fraction"] = float(secs[known].sum() / dur) if dur > 0 else math.nan
         row["throttle_fraction"] = _throttle_fraction(pooled) if len(pooled) else math.nan
+        flags = part["flags"] if "flags" in part else pd.Series(dtype=object)
+        row["flags"] = "; ".join(
+            sorted({str(f) for f in flags if isinstance(f, str) and f} - {"nan"})
+        )
         rows.append({c: row.get(c, math.nan) for c in FINGERPRINT_COLUMNS})
     return pd.DataFrame(rows, columns=list(FINGERPRINT_COLUMNS))
 

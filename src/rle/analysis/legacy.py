@@ -10,6 +10,10 @@ new analyses use :mod:`rle.analysis.correlation`.
   (upstream ``run_joint_session.py``, ``analyze_correlation``).
 * :func:`legacy_lag_report` reproduces ``lag_analysis_report.json`` (upstream
   ``lag_analysis_comprehensive.py``); :func:`legacy_lag_summary` the per-type summary it prints.
+* :func:`legacy_spikes` reproduces the lab's spike counts ("Spikes detected: 3 training steps",
+  "Spike threshold: 46.03 (mean + 1 std)"): **every step** above ``mean + k·std`` counts, where
+  rle's own :func:`rle.analysis.correlation.grad_norm_spikes` merges consecutive spike steps into
+  one event.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ __all__ = [
     "legacy_joint_session",
     "legacy_lag_report",
     "legacy_lag_summary",
+    "legacy_spikes",
     "session_type",
 ]
 
@@ -313,3 +318,51 @@ def legacy_lag_summary(report: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             "correlation_sign": sign,
         }
     return out
+
+
+def legacy_spikes(
+    grad_norm: Sequence[float] | pd.Series | np.ndarray, k: float = 1.0, ddof: int = 1
+) -> dict[str, Any]:
+    """The lab's spike statistics of a grad_norm series: every step above ``mean + k·std``.
+
+    The lab counted spike **steps** ("Spikes detected: 3 training steps", threshold "mean + 1
+    std"); it did not merge consecutive steps into events, as rle's spike–collapse matching does.
+
+    Args:
+        grad_norm: grad_norm per training step (training-log order), shape ``(n,)``; NaN and
+            missing values (the summary entry) are ignored.
+        k: Threshold in standard deviations (the lab: 1).
+        ddof: Delta degrees of freedom of the standard deviation (1: pandas' ``Series.std``, as
+            rle-metric.md §8.1 prescribes; 0: NumPy's ``np.std``).
+
+    Returns:
+        ``{"steps": finite values, "mean_grad_norm", "std_grad_norm", "threshold",
+        "spike_steps": count of steps above the threshold, "spike_indices": their positions in
+        the input}``; mean/std/threshold NaN with fewer than ``ddof + 1`` values.
+    """
+    v = pd.to_numeric(pd.Series(np.asarray(grad_norm, dtype=object)), errors="coerce").to_numpy(
+        dtype=np.float64
+    )
+    ok = np.isfinite(v)
+    n = int(ok.sum())
+    if n <= ddof:
+        return {
+            "steps": n,
+            "mean_grad_norm": math.nan,
+            "std_grad_norm": math.nan,
+            "threshold": math.nan,
+            "spike_steps": 0,
+            "spike_indices": [],
+        }
+    mean = float(v[ok].mean())
+    std = float(v[ok].std(ddof=ddof))
+    threshold = mean + k * std
+    idx = np.flatnonzero(ok & (v > threshold))
+    return {
+        "steps": n,
+        "mean_grad_norm": mean,
+        "std_grad_norm": std,
+        "threshold": threshold,
+        "spike_steps": int(idx.size),
+        "spike_indices": [int(i) for i in idx],
+    }

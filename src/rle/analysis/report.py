@@ -147,13 +147,20 @@ x = a training series, y = a hardware series of one device.
   `{settings.align}`; `n` is the number of **distinct telemetry samples** behind the aligned
   values (not the number of steps); the p-value is the two-sided t test with `n − 2` degrees of
   freedom. It ignores autocorrelation and shared trends: read it as descriptive only.
-- `pearson_{d}`, `spearman_{d}` (lag 0): both series resampled to {settings.resample_hz:g} Hz
-  over the training interval (bin means; gaps of up to 2 bins linearly interpolated), then
-  {settings.detrend} detrended; p-value from a block permutation test: the hardware series is cut
+- `pearson_{d}`, `spearman_{d}` (lag 0): both series put on one {settings.resample_hz:g} Hz grid
+  over the training interval, anchored at its start (**alignment**): the training series by the
+  mean of the steps in each bin (empty bins between filled ones interpolated across up to 2 bins),
+  the telemetry by the **time average of its linear interpolant over each bin** (no sample is ever
+  "in" or "out" of a bin, so samples sitting on bin edges leave no empty or doubled bins and a
+  shift of the telemetry clock by part of a sample period moves the values continuously; bins
+  touching a gap of more than 3 sample periods are N/A); then {settings.detrend} detrended. `n` is
+  the number of **distinct telemetry samples** behind the grid values used (see the alignment
+  table above). p-value from a block permutation test: the hardware series is cut
   into {settings.block_s:g} s blocks whose order is shuffled ({settings.n_permutations}
   permutations, seed {settings.seed}); p = (1 + #null |r| ≥ observed |r|) / (1 + permutations).
   Spearman is the same test on ranks. Fewer than {settings.min_blocks} blocks: p-value N/A.
-- `xcorr_{d}` (one row per lag): same series, r = corr(x(t), y(t + lag)) for lags
+- `xcorr_{d}` (one row per lag; `n` = distinct telemetry samples at that lag): same series,
+  r = corr(x(t), y(t + lag)) for lags
   −{settings.max_lag_s:g} … +{settings.max_lag_s:g} s in steps of {1 / settings.resample_hz:g} s.
   **Sign convention: lag > 0 means the hardware series follows the training series by lag
   seconds.** Per-lag p-values from the same block permutation null at that lag (not corrected for
@@ -162,17 +169,29 @@ x = a training series, y = a hardware series of one device.
   permutation null of the maximum |r| over all lags (corrected for looking at many lags).
 - `spike_collapse`: grad_norm spikes are steps with grad_norm > mean + {spikes.k:g}·std
   (ddof = 1, over the training interval); consecutive spike steps form one spike, timed at its
-  largest value. A spike is matched when a collapse event of the device starts within
+  largest value (`n_spikes`); the lab's own count, **every step** above the threshold, is
+  `n_spike_steps` ("steps above"). A spike is matched when a collapse event of the device starts within
   ±{spikes.window_s:g} s. `r` holds the hit rate (matched spikes / spikes), `n` the number of
   spikes; chance rate = fraction of the training interval within ±{spikes.window_s:g} s of an
   event start, expected matches = spikes × chance rate, p-value = P(X ≥ matched) for
   X ~ Binomial(spikes, chance rate).
-- A row whose statistic is undefined has `r`/`p_value` N/A and a note starting `N/A:` (constant
-  series, too few points — fewer than {settings.min_points} pairs —, no series on the device, no
-  collapse events).
+- A row whose statistic is undefined has `r`/`p_value` N/A and a note starting `N/A:` that says
+  why (constant series, too few points — fewer than {settings.min_points} pairs —, no series on
+  the device, RLE built from placeholder inputs, collapse detection disabled for lack of a
+  temperature sensor, v2 collapse flags discarded by design, no collapse events).
 
-**Sanity check.** Runs with different `{group_by}` labels whose `train/loss` and `train/grad_norm`
-are identical at every step are flagged: their "workloads" did not differ in training.
+**Input provenance.** Per run and device, power and temperature are judged from the importer's
+source tags (`power_source`/`temp_source`, per row or per run) and from the data: an input equal
+to a monitor placeholder constant (125 W, 50 °C) in every one of at least 30 samples is a
+placeholder. Placeholder (and estimated) readings are never described; a device with a
+placeholder input, or tagged `rle.excluded.<device>`, has its RLE and collapse flags removed:
+fingerprint RLE columns and every RLE correlation are N/A with the reason (`provenance.csv`,
+fingerprint column `flags`).
+
+**Sanity check.** Runs whose `train/loss` and `train/grad_norm` are bit-identical at every step
+are flagged, one warning per group, whatever their `{group_by}` labels: with different labels
+their "workloads" did not differ in training; with the same label the same training log was
+recorded or imported more than once, so they are not independent evidence.
 
 **Classifier.** One feature vector per run: each device's fingerprint features among
 `util_mean/p95`, `power_mean/p95`, `temperature_mean/p95`, `sm_clock_mean`, `energy_per_step`,
@@ -201,6 +220,8 @@ def render_report(
     group_by: str,
     files: Sequence[str],
     sections: Sequence[str] = (),
+    alignment: pd.DataFrame | None = None,
+    provenance: pd.DataFrame | None = None,
 ) -> str:
     """Render ``report.md``.
 
@@ -222,6 +243,8 @@ def render_report(
         files: Artifact file names.
         sections: Further Markdown sections, placed after the correlations (e.g.
             :func:`legacy_section`).
+        alignment: ``alignment.csv`` rows (how each hardware series was put on the grid).
+        provenance: ``provenance.csv`` rows (placeholder inputs and excluded RLE).
 
     Returns:
         The Markdown text.
@@ -252,6 +275,29 @@ def render_report(
         out.append("\n".join(f"- {n}" for n in notes) + "\n")
     out.append("## Warnings\n")
     out.append(("\n".join(f"- ⚠ {w}" for w in warnings) if warnings else "_(none)_") + "\n")
+    out.append("## Input provenance (flags)\n")
+    out.append(
+        "Where each device's power and temperature came from, and whether its RLE is kept. "
+        "Placeholder inputs and an RLE built from them are kept out of fingerprints and "
+        "correlations (their cells are N/A with this reason).\n"
+    )
+    prov = provenance if provenance is not None else pd.DataFrame()
+    if len(prov):
+        prov = prov.assign(run_id=prov["run_id"].astype(str).str[:8])
+    out.append(
+        markdown_table(
+            prov,
+            {
+                "run_id": "run",
+                "device": "device",
+                "power": "power",
+                "temperature": "temperature",
+                "rle": "RLE",
+                "collapse": "collapse",
+                "evidence": "evidence",
+            },
+        )
+    )
     out.append(f"## Fingerprints per {group_by} and device\n")
     out.append(
         markdown_table(
@@ -272,6 +318,36 @@ def render_report(
             },
         )
     )
+    out.append("## Alignment\n")
+    out.append(
+        "Detrended and lagged statistics put both series on one grid anchored at the start of "
+        "the training interval: the training series by the mean of its steps in each bin, the "
+        "telemetry by the time average of its linear interpolant over each bin, so their result "
+        "does not hinge on where the bins fall relative to the samples. `edge samples`: samples "
+        "within 5 % of a spacing of a bin edge, where the former bin-mean resampling left empty "
+        "and doubled bins. Every `n` in the correlation tables is a count of distinct telemetry "
+        "samples, never of steps or grid points.\n"
+    )
+    al = alignment if alignment is not None else pd.DataFrame()
+    if len(al):
+        al = al.assign(run_id=al["run_id"].astype(str).str[:8])
+    out.append(
+        markdown_table(
+            al,
+            {
+                "run_id": "run",
+                "device": "device",
+                "y": "series",
+                "telemetry_samples": "telemetry samples",
+                "median_period_s": "median period s",
+                "sample_phase_s": "sample phase s",
+                "grid_hz": "grid Hz",
+                "grid_points_with_value": "grid points with a value",
+                "edge_samples": "edge samples",
+            },
+        )
+    )
+    out.append("")
     out.append("## Correlations (per run and device)\n")
     summary = _correlation_summary(correlations, d)
     out.append(
@@ -289,7 +365,8 @@ def render_report(
             {
                 "run_id": "run",
                 "device": "device",
-                "n_spikes": "spikes",
+                "n_spikes": "spikes (merged)",
+                "n_spike_steps": "steps above (lab's count)",
                 "n_events": "events",
                 "matched_spikes": "matched spikes",
                 "matched_events": "matched events",
@@ -499,6 +576,8 @@ def legacy_section(
     tolerance: float,
     lag_report: Mapping[str, Any] | None = None,
     lag_rows: pd.DataFrame | None = None,
+    spikes: pd.DataFrame | None = None,
+    spike_k: float = 1.0,
 ) -> str:
     """The report section of a legacy method (``docs/rle-metric.md`` §8.3).
 
@@ -515,6 +594,8 @@ def legacy_section(
         tolerance: Largest absolute difference that matches.
         lag_report: The reproduced lag report (with ``summary``), ``legacy_lag_report`` only.
         lag_rows: ``legacy_lag_report.csv`` rows.
+        spikes: ``legacy_spikes.csv`` rows (the lab's spike counts per session).
+        spike_k: The spike threshold's k.
 
     Returns:
         Markdown text.
@@ -615,5 +696,34 @@ def legacy_section(
             "default analysis of the same runs is in the correlation tables above "
             "(`correlations.csv`).\n"
         )
+    out.append(_spike_section(spikes, spike_k))
     out.append(_WHAT_CHANGED)
     return "\n".join(out)
+
+
+def _spike_section(spikes: pd.DataFrame | None, k: float) -> str:
+    """The lab's spike counts of each session's training log, beside rle's merged spikes."""
+    text = [
+        "### The lab's spike counts (reproduced)\n",
+        "`rle.analysis.legacy.legacy_spikes` on each session's training log (summary entry "
+        f"ignored): threshold = mean + {k:g}·std of grad_norm (ddof = 1), and, as the lab "
+        "counted, **every step** above it is a spike (`spike steps`). rle's spike–collapse "
+        "matching merges consecutive spike steps into one spike (`merged spikes`). All rows are "
+        "in `legacy_spikes.csv`.\n",
+    ]
+    frame = spikes if spikes is not None else pd.DataFrame()
+    text.append(
+        markdown_table(
+            _ids(frame),
+            {
+                "run_id": "run",
+                "session_id": "session",
+                "steps": "steps with grad_norm",
+                "mean_grad_norm": "mean grad_norm",
+                "threshold": "threshold",
+                "spike_steps": "spike steps (lab)",
+                "merged_spikes": "merged spikes (rle)",
+            },
+        )
+    )
+    return "\n".join(text)
