@@ -8,10 +8,18 @@ MLflow UI groups and compares them. When the sweep ends, the parent gets a respo
 (``response_curve/response_curve.csv`` and ``.png``): each swept parameter against mean
 utilisation, mean/p95 power, peak temperature, energy and mean RLE across its children (NaN where
 a sensor is missing), plus the counts of children that finished and failed.
+
+The parent's params (``sweep.<key>``) and name pass through :class:`rle.tracking.redact.Redactor`
+like a job's: a secret override (``+workload.api_token=...``), a credential-shaped value or the
+value of a secret environment variable is stored as ``***REDACTED***``.
+
+:class:`RedactHydraOutputs` (another Hydra callback) rewrites the files Hydra itself writes under
+``outputs/`` and ``multirun/`` (``.hydra/*.yaml``, ``multirun.yaml``) with the same redaction.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
@@ -25,8 +33,15 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from rle import paths
+from rle.tracking.redact import MULTIRUN_FILE, Redactor, redact_hydra_files, redact_hydra_output_dir
 
-__all__ = ["PARENT_FILE", "MLflowSweepCallback", "parent_run_for_job", "response_curve"]
+__all__ = [
+    "PARENT_FILE",
+    "MLflowSweepCallback",
+    "RedactHydraOutputs",
+    "parent_run_for_job",
+    "response_curve",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +59,29 @@ _RESPONSES: Sequence[tuple[str, str]] = (
 )
 
 
-def _sweep_params(config: DictConfig) -> dict[str, str]:
-    """The sweep's overrides (``key=v1,v2``) from the multirun config."""
+def _redactor(config: Any) -> Redactor:
+    """The redactor for a (multirun) config: its ``tracking.secret_pattern``, else the default."""
+    pattern = None
+    with contextlib.suppress(Exception):  # a config without tracking (or not a DictConfig)
+        pattern = config.tracking.get("secret_pattern")
+    return Redactor(pattern or None)
+
+
+def _sweep_params(config: DictConfig, redactor: Redactor | None = None) -> dict[str, str]:
+    """The sweep's overrides (``sweep.<key>`` -> ``v1,v2``) from the multirun config, redacted.
+
+    Args:
+        config: The multirun config (``hydra.overrides.task``).
+        redactor: The redactor (``None``: the config's, see :func:`_redactor`). A secret key's
+            value becomes ``***REDACTED***``; secret text inside other values is replaced.
+    """
+    r = redactor or _redactor(config)
     out: dict[str, str] = {}
     for o in config.hydra.overrides.task:
         key, _, value = str(o).partition("=")
         out[f"sweep.{key.lstrip('+~')}"] = value
-    return out
+    r.learn_overrides(str(o) for o in config.hydra.overrides.task)
+    return {k: str(v) for k, v in r.mapping(out).items()}
 
 
 def _ensure_location(config: DictConfig) -> paths.TrackingLocation:
@@ -76,12 +107,13 @@ class MLflowSweepCallback(Callback):
             config.tracking.experiment_name
         )
         sweep_id = uuid.uuid4().hex[:12]
-        params = _sweep_params(config)
+        redactor = _redactor(config)
+        params = _sweep_params(config, redactor)
         name = "sweep " + " ".join(f"{k.removeprefix('sweep.')}={v}" for k, v in params.items())
         _, self.parent_run_id = create_run(
             self.location,
             experiment,
-            name[:250],
+            redactor.text(name)[:250],
             {"rle.sweep_id": sweep_id, "rle.role": "sweep_parent"},
         )
         log_params(client_for(self.location), self.parent_run_id, params)
@@ -136,6 +168,74 @@ class MLflowSweepCallback(Callback):
         log.info(
             "Sweep parent %s: %d children, %d failed", self.parent_run_id, len(children), failed
         )
+
+
+class RedactHydraOutputs(Callback):
+    """Hydra callback: keep secrets out of the files Hydra writes under ``outputs/`` and ``multirun/``.
+
+    Hydra saves ``<job dir>/.hydra/{config,hydra,overrides}.yaml`` just before ``on_job_start``
+    and the basic sweeper saves ``<sweep dir>/multirun.yaml`` before the first job. This callback
+    rewrites them redacted (:func:`rle.tracking.redact.redact_hydra_output_dir`: valid YAML, mode
+    600) in ``on_job_start`` (before the task runs, so a job killed later leaves no secret
+    behind), ``on_job_end``, ``on_run_end`` and ``on_multirun_end``. Secret names come from the
+    config's ``tracking.secret_pattern`` (else the default), secret values from the environment
+    and from the files themselves (values of secret keys and overrides).
+
+    Never raises for a file: one that cannot be rewritten (``OSError``) is reported with
+    ``log.error`` naming it, and the job goes on. Hydra's job log (``<job>.log``) is not rewritten;
+    it holds only what the job logs, which goes through the redactor.
+    """
+
+    def _redact(self, config: Any, *keys: str) -> None:
+        from omegaconf import OmegaConf
+
+        subdir = str(OmegaConf.select(config, "hydra.output_subdir", default=".hydra") or ".hydra")
+        redactor = _redactor(config)
+        for key in keys:
+            try:
+                where = OmegaConf.select(config, key, default=None)
+            except Exception:  # noqa: BLE001 (unresolvable: nothing Hydra wrote there)
+                where = None
+            if where is None:
+                continue
+            try:
+                redact_hydra_output_dir(str(where), redactor, subdir)
+            except OSError as e:
+                log.error("Could not redact Hydra's files under %s: %s", where, e)
+
+    def _redact_sweep_file(self, config: Any) -> None:
+        from omegaconf import OmegaConf
+
+        try:
+            mode = str(OmegaConf.select(config, "hydra.mode", default=""))
+            sweep_dir = OmegaConf.select(config, "hydra.sweep.dir", default=None)
+        except Exception:  # noqa: BLE001
+            return
+        if not mode.endswith("MULTIRUN") or sweep_dir is None:
+            return
+        f = Path(str(sweep_dir)) / MULTIRUN_FILE
+        if f.is_file():
+            try:  # only this file: the other jobs' folders are redacted by their own jobs
+                redact_hydra_files([f], _redactor(config))
+            except OSError as e:
+                log.error("Could not redact %s: %s", f, e)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Redact this job's ``.hydra`` files and, in a multirun, the sweep's ``multirun.yaml``."""
+        self._redact(config, "hydra.runtime.output_dir")
+        self._redact_sweep_file(config)
+
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        """Redact this job's ``.hydra`` files again (the task may have added to them)."""
+        self._redact(config, "hydra.runtime.output_dir")
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Redact the single run's output directory."""
+        self._redact(config, "hydra.runtime.output_dir", "hydra.run.dir")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Redact the whole sweep directory (every job's files and ``multirun.yaml``)."""
+        self._redact(config, "hydra.sweep.dir")
 
 
 def parent_run_for_job() -> tuple[str, str] | None:
