@@ -10,9 +10,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from omegaconf import DictConfig, OmegaConf
 
 from rle.paths import resolve_tracking
-from rle.tracking.sweep import _responses, response_curve
+from rle.tracking.redact import REDACTED
+from rle.tracking.sweep import (
+    MLflowSweepCallback,
+    RedactHydraOutputs,
+    _responses,
+    _sweep_params,
+    response_curve,
+)
 
 TINY = [
     "workload=distilgpt2_tiny",
@@ -103,3 +111,107 @@ def test_ddp_inside_a_multirun() -> None:
             client.download_artifacts(c.info.run_id, "telemetry/samples.parquet")
         )
         assert set(frame["rank"]) == {0, 1}
+
+
+# ------------------------------------------------------------------------------------------ secrets
+
+TOKEN = "tok_live_0a1b2c3d4e5f6a7b"
+GHP = "ghp_" + "Z9y8X7w6V5u4T3s2R1q0P9o8N7m6L5k4J3i2"
+PASSWORD = "pw-5e3b1c9d7f"
+
+
+def _multirun_cfg(tmp_path: Path, overrides: list[str]) -> DictConfig:
+    cfg = OmegaConf.create(
+        {
+            "tracking": {
+                "uri": f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}",
+                "experiment_name": "secrets",
+                "secret_pattern": None,
+            },
+            "hydra": {
+                "overrides": {"task": overrides},
+                "sweep": {"dir": str(tmp_path / "multirun" / "d" / "t")},
+                "runtime": {"output_dir": str(tmp_path / "multirun" / "d" / "t" / "0")},
+                "mode": "MULTIRUN",
+                "output_subdir": ".hydra",
+            },
+        }
+    )
+    assert isinstance(cfg, DictConfig)
+    return cfg
+
+
+SECRET_OVERRIDES = [
+    "workload.intensity=0.2,0.4",
+    f"+workload.api_token={TOKEN}",
+    f"+deploy_key={GHP}",
+    "+db.password=plain-words-only",
+    f"run_name=job-{PASSWORD}",
+]
+
+
+def test_sweep_params_are_redacted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+    params = _sweep_params(_multirun_cfg(tmp_path, SECRET_OVERRIDES))
+    assert params == {
+        "sweep.workload.intensity": "0.2,0.4",
+        "sweep.workload.api_token": REDACTED,
+        "sweep.deploy_key": REDACTED,
+        "sweep.db.password": REDACTED,
+        "sweep.run_name": f"job-{REDACTED}",
+    }
+
+
+def test_sweep_parent_run_stores_no_secret(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+    cfg = _multirun_cfg(tmp_path, SECRET_OVERRIDES)
+    cb = MLflowSweepCallback()
+    cb.on_multirun_start(cfg)
+    cb.on_multirun_end(cfg)
+    client = MlflowClient(str(cfg.tracking.uri))
+    assert cb.parent_run_id is not None
+    run = client.get_run(cb.parent_run_id)
+    assert run.data.params["sweep.workload.intensity"] == "0.2,0.4"
+    everything = " ".join(
+        [run.info.run_name or "", *run.data.params.values(), *run.data.tags.values()]
+    )
+    for planted in (TOKEN, GHP, "plain-words-only", PASSWORD):
+        assert planted not in everything
+    assert "workload.intensity=0.2,0.4" in (run.info.run_name or "")
+    db = (tmp_path / "store" / "mlflow.db").read_bytes()
+    for planted in (TOKEN, GHP, "plain-words-only", PASSWORD):
+        assert planted.encode() not in db
+
+
+def test_redact_hydra_outputs_callback_rewrites_job_and_sweep_files(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+    cfg = _multirun_cfg(tmp_path, SECRET_OVERRIDES)
+    sweep = Path(str(cfg.hydra.sweep.dir))
+    jobs = [sweep / "0", sweep / "1"]
+    for job in jobs:
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(
+            OmegaConf.to_yaml(OmegaConf.create(SECRET_OVERRIDES))
+        )
+        (job / ".hydra" / "config.yaml").write_text(
+            OmegaConf.to_yaml(OmegaConf.create({"workload": {"api_token": TOKEN}}))
+        )
+    (sweep / "multirun.yaml").write_text(OmegaConf.to_yaml(cfg))
+
+    def leaks(path: Path) -> list[str]:
+        raw = path.read_text()
+        return [p for p in (TOKEN, GHP, "plain-words-only", PASSWORD) if p in raw]
+
+    cb = RedactHydraOutputs()
+    cb.on_job_start(cfg)
+    assert leaks(jobs[0] / ".hydra" / "overrides.yaml") == []
+    assert leaks(jobs[0] / ".hydra" / "config.yaml") == []
+    assert leaks(sweep / "multirun.yaml") == []
+    assert leaks(jobs[1] / ".hydra" / "overrides.yaml") != []  # another job's: not yet
+    cb.on_multirun_end(cfg)
+    for job in jobs:
+        for f in (job / ".hydra").iterdir():
+            assert leaks(f) == [], f
+            assert (f.stat().st_mode & 0o777) == 0o600
