@@ -31,13 +31,16 @@ experiment. Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
+import re
 import sys
 import tempfile
+import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +58,7 @@ from rle.importers.rle_lab import (
     ParsedSession,
     Segment,
     find_sessions,
+    printable,
     read_joint_session,
     read_monitor_csv,
 )
@@ -132,6 +136,10 @@ class ImportResult:
         tracking_uri: Where it was tracked.
         runs: One entry per recording, in input order.
         ignored: Files found in folders that are neither monitor CSVs nor part of a bundle.
+        failed: ``(path, reason)`` of every recording that could not be read or parsed (the
+            others were imported).
+        no_run: ``(path, reason)`` of every file that was read but produced no run (e.g.
+            ``all 1000 rows dropped: unknown_device 1000``).
     """
 
     experiment_name: str
@@ -139,6 +147,8 @@ class ImportResult:
     tracking_uri: str
     runs: list[ImportedRun]
     ignored: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    no_run: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
     def created(self) -> list[ImportedRun]:
@@ -329,6 +339,48 @@ def _error_metrics(
     return out
 
 
+MONITOR_ONLY_WORKLOAD = "monitor_only"
+"""``workload`` tag of a recording without a training log (a monitor file on its own)."""
+JOINT_DEFAULT_WORKLOAD = "joint_training"
+"""``workload`` tag of a joint session whose metadata names no training mode."""
+
+
+def _workload_label(text: Any) -> str | None:
+    if not isinstance(text, str):
+        return None
+    label = re.sub(r"[^A-Za-z0-9_.\-]+", "_", text.strip()).strip("_").lower()
+    return label[:100] or None
+
+
+def _workload_tags(parsed: ParsedFile, session: ParsedSession | None) -> dict[str, str]:
+    """``workload`` (and where it came from, ``rle.workload_source``) from the session type.
+
+    A joint session is labelled by its training type: the v2 metadata's ``training_mode``
+    (``--training-mode``), else its ``model_name``, else the analysis' ``model``, else
+    :data:`JOINT_DEFAULT_WORKLOAD`. A monitor file on its own is ``synthetic_load`` when its v2
+    metadata says the monitor ran its synthetic load, its ``training_mode`` if it names one,
+    else :data:`MONITOR_ONLY_WORKLOAD`. Labels are lower-cased, other characters than letters,
+    digits, ``_.-`` become ``_``. The evaluation groups and checks runs by this tag (identical
+    training curves under different workload labels are flagged).
+    """
+    meta = parsed.metadata or {}
+    monitoring = meta.get("monitoring") if isinstance(meta.get("monitoring"), dict) else {}
+    candidates: list[tuple[str, Any]] = [("metadata.training_mode", meta.get("training_mode"))]
+    if session is not None:
+        candidates += [
+            ("metadata.model_name", meta.get("model_name")),
+            ("analysis.model", (session.analysis or {}).get("model")),
+        ]
+    elif monitoring.get("synthetic_load") is True:
+        return {keys.TAG_WORKLOAD: "synthetic_load", "rle.workload_source": "metadata.monitoring"}
+    for source, value in candidates:
+        label = _workload_label(value)
+        if label is not None:
+            return {keys.TAG_WORKLOAD: label, "rle.workload_source": source}
+    default = JOINT_DEFAULT_WORKLOAD if session is not None else MONITOR_ONLY_WORKLOAD
+    return {keys.TAG_WORKLOAD: default, "rle.workload_source": "session_type"}
+
+
 def _stream_tags(streams: Iterable[DeviceStream]) -> dict[str, str]:
     tags: dict[str, str] = {}
     for s in streams:
@@ -357,32 +409,74 @@ def _write_json(path: Path, value: Any) -> Path:
 
 
 class _Store:
-    """The experiment, run lookup by content hash, and one run's lifecycle."""
+    """The experiment, run lookup by content hash, and one run's lifecycle.
+
+    Opening checks the store first (:func:`rle.tracking.logger.check_reachable`): a server that
+    does not answer fails within seconds with the URI and how to fix it, and a new SQLite file
+    gets its schema created under the same ``<db>.lock`` file lock that training and evaluation
+    use, so concurrent jobs never race MLflow's migrations.
+
+    Concurrent imports of one recording create one run: on SQLite the lookup-or-create (and the
+    whole import of the recording) runs under an exclusive lock on ``<db>.import.lock``; on any
+    store, right after creating a run the importer looks for other live runs of the same content
+    and segment and, if an earlier one exists, deletes its own and reuses that one.
+
+    Raises:
+        rle.errors.TrackingError: The store cannot be reached or opened.
+    """
 
     def __init__(self, tracking_uri: str | None, experiment_name: str) -> None:
-        self.location = paths.resolve_tracking(tracking_uri)
-        from rle.tracking.logger import client_for
+        from rle.tracking.logger import check_reachable, client_for
 
+        self.location = paths.resolve_tracking(tracking_uri)
+        check_reachable(self.location)
         self.client = client_for(self.location)
         self.experiment_name = experiment_name
         exp = self.client.get_experiment_by_name(experiment_name)
         self.experiment_id: str | None = None if exp is None else str(exp.experiment_id)
 
+    @contextlib.contextmanager
+    def import_lock(self) -> Iterator[None]:
+        """Hold the store's import lock (SQLite: ``<db>.import.lock``; servers: no lock).
+
+        Blocks while another importer holds it (its import of one recording takes seconds).
+        """
+        uri = self.location.uri
+        try:
+            import fcntl
+        except ImportError:  # Windows: the post-create check alone
+            yield
+            return
+        if not uri.startswith("sqlite:///"):
+            yield
+            return
+        db = Path(uri.removeprefix("sqlite:///"))
+        with open(db.with_name(db.name + ".import.lock"), "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _runs_of(self, sha256: str) -> list[Any]:
+        if self.experiment_id is None:
+            return []
+        return list(
+            self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{keys.TAG_CONTENT_SHA256}` = '{sha256}'",
+                max_results=1000,
+            )
+        )
+
     def existing(self, sha256: str) -> dict[str, str]:
         """Finished runs with this content hash: segment tag → run id."""
-        if self.experiment_id is None:
-            return {}
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{keys.TAG_CONTENT_SHA256}` = '{sha256}'",
-            max_results=1000,
-        )
         found: dict[str, str] = {}
-        for run in runs:
+        for run in self._runs_of(sha256):
             seg = run.data.tags.get(keys.TAG_SEGMENT, "")
             if run.info.status == "FINISHED":
                 found.setdefault(seg, run.info.run_id)
-            else:
+            elif not _live(run):
                 log.warning(
                     "run %s (%s) holds an earlier, unfinished import of the same content; a new run "
                     "is created",
@@ -391,17 +485,55 @@ class _Store:
                 )
         return found
 
-    def create(self, run_name: str, tags: Mapping[str, str]) -> str:
+    def create(self, run_name: str, tags: Mapping[str, str]) -> tuple[str, bool]:
+        """Create the recording's run unless another importer got there first.
+
+        Returns:
+            ``(run_id, created)``: ``created`` is ``False`` when an earlier live run of the same
+            content and segment exists (a concurrent import); this call's run is then deleted
+            and the earlier one returned.
+        """
         from rle.tracking.logger import create_run
 
         exp_id, run_id = create_run(self.location, self.experiment_name, run_name, tags)
         self.experiment_id = exp_id
-        return run_id
+        seg = tags.get(keys.TAG_SEGMENT, "")
+        rivals = [
+            r
+            for r in self._runs_of(tags[keys.TAG_CONTENT_SHA256])
+            if r.data.tags.get(keys.TAG_SEGMENT, "") == seg
+            and (r.info.run_id == run_id or r.info.status == "FINISHED" or _live(r))
+        ]
+        if not rivals:
+            return run_id, True
+        first = min(rivals, key=lambda r: (r.info.start_time or 0, r.info.run_id))
+        if first.info.run_id == run_id:
+            return run_id, True
+        log.info(
+            "another import of the same content created run %s first; run %s deleted",
+            first.info.run_id,
+            run_id,
+        )
+        self.client.delete_run(run_id)
+        return str(first.info.run_id), False
 
     def end(self, run_id: str, status: str) -> None:
         from rle.tracking.logger import end_run
 
         end_run(self.location, run_id, status)
+
+
+_LIVE_IMPORT_S = 600.0
+"""A RUNNING import run younger than this (s) is taken to be a concurrent import in progress;
+an older one was left by an import that died, and is replaced."""
+
+
+def _live(run: Any) -> bool:
+    """Whether a run is an import in progress (RUNNING and started less than 10 min ago)."""
+    if run.info.status != "RUNNING":
+        return False
+    start_ms = run.info.start_time or 0
+    return (time.time() * 1000.0 - start_ms) < _LIVE_IMPORT_S * 1000.0
 
 
 def _import_segment(
@@ -411,7 +543,8 @@ def _import_segment(
     recomputes: Mapping[str, StreamRecompute],
     *,
     with_default: bool,
-) -> str:
+) -> tuple[str, bool]:
+    """Create and fill the run of one segment; ``(run_id, created)`` (see :meth:`_Store.create`)."""
     from rle.tracking.logger import log_params, log_tags
 
     n_seg = len(parsed.segments)
@@ -430,9 +563,12 @@ def _import_segment(
         "rle.segments_in_file": str(n_seg),
         "rle.segment_start_reason": seg.start_reason,
         "rle.starts_fresh": str(seg.starts_fresh).lower(),
+        **_workload_tags(parsed, None),
         **_stream_tags(streams),
     }
-    run_id = store.create(name, tags)
+    run_id, created = store.create(name, tags)
+    if not created:
+        return run_id, False
     status = "FAILED"
     try:
         table = pd.concat(
@@ -494,7 +630,7 @@ def _import_segment(
         status = "FINISHED"
     finally:
         store.end(run_id, status)
-    return run_id
+    return run_id, True
 
 
 def _file_report(parsed: ParsedFile, seg: Segment | None) -> dict[str, Any]:
@@ -562,7 +698,7 @@ def _import_session(
     recomputes: Mapping[str, StreamRecompute],
     *,
     with_default: bool,
-) -> tuple[str, dict[str, Any]]:
+) -> tuple[str, dict[str, Any] | None, bool]:
     from rle.analysis.legacy import legacy_joint_session
     from rle.tracking.logger import log_params, log_tags
 
@@ -584,9 +720,12 @@ def _import_session(
         "rle.original_folder": session.folder.resolve().name,
         "rle.session_id": session.session_id,
         "rle.segments_in_file": str(len(mon.segments)),
+        **_workload_tags(mon, session),
         **_stream_tags(streams),
     }
-    run_id = store.create(f"joint {session.session_id}", tags)
+    run_id, created = store.create(f"joint {session.session_id}", tags)
+    if not created:
+        return run_id, None, False
     status = "FAILED"
     try:
         extra = {f"import.{k}": str(v) for k, v in session.counts.items()}
@@ -676,7 +815,7 @@ def _import_session(
         status = "FINISHED"
     finally:
         store.end(run_id, status)
-    return run_id, agreement
+    return run_id, agreement, True
 
 
 # ----------------------------------------------------------------------------------- run_ingest
@@ -695,6 +834,20 @@ def _check_profile(profile: str | None, items: Iterable[tuple[Path, str]]) -> No
             )
 
 
+def _no_run_reason(parsed: ParsedFile) -> str:
+    """Why a monitor file produced no run, e.g. ``all 1000 rows dropped: unknown_device 1000``."""
+    skipped = {
+        k.removeprefix("skipped."): v
+        for k, v in parsed.counts.items()
+        if k.startswith("skipped.") and k not in ("skipped.blank_line", "skipped.repeated_header")
+    }
+    total = sum(skipped.values())
+    if total == 0:
+        return "no data rows after the header"
+    detail = ", ".join(f"{k} {v}" for k, v in sorted(skipped.items(), key=lambda kv: -kv[1]))
+    return f"all {total} rows dropped: {detail}"
+
+
 def run_ingest(
     paths_: Sequence[str | Path],
     *,
@@ -704,9 +857,12 @@ def run_ingest(
 ) -> ImportResult:
     """Import RLE lab recordings, one MLflow run per recording.
 
-    Every input is parsed first, so an unrecognised file stops the import before anything is
-    written. Recordings already imported into the experiment (same ``rle.content_sha256`` and
-    segment, run ``FINISHED``) are skipped.
+    Every input is parsed first. A file that cannot be read or is not a recognised format is
+    reported in :attr:`ImportResult.failed` (with the reason) and the other recordings are still
+    imported; a file whose rows are all dropped is reported in :attr:`ImportResult.no_run`.
+    Recordings already imported into the experiment (same ``rle.content_sha256`` and segment,
+    run ``FINISHED``) are skipped, and concurrent imports of one recording create one run
+    (:class:`_Store`).
 
     Args:
         paths_: Monitor CSVs and/or folders (searched recursively for CSVs and joint-session
@@ -721,10 +877,10 @@ def run_ingest(
         The :class:`ImportResult`.
 
     Raises:
-        rle.errors.ImportFormatError: A path does not exist or a file is not a recognised
-            format; the message names every such file and what was expected.
+        rle.errors.ImportFormatError: A path does not exist, no recordings were found, or every
+            recording failed to parse; the message names every such file and what was expected.
         rle.errors.ConfigError: Unknown profile, or a legacy profile that does not match a file.
-        rle.errors.TrackingError: The tracking store refused a request.
+        rle.errors.TrackingError: The tracking store cannot be reached or refused a request.
     """
     if not paths_:
         raise ConfigError("no paths given: pass monitor CSVs or folders of recordings.")
@@ -732,19 +888,19 @@ def run_ingest(
     files, session_refs, ignored = _discover(paths_)
     parsed: list[ParsedFile] = []
     sessions: list[ParsedSession] = []
-    errors: list[str] = []
+    failed: list[tuple[Path, str]] = []
     for f in files:
         try:
             parsed.append(read_monitor_csv(f))
         except ImportFormatError as e:
-            errors.append(str(e))
+            failed.append((f, str(e)))
     for folder, sid in session_refs:
         try:
             sessions.append(read_joint_session(folder, sid))
         except ImportFormatError as e:
-            errors.append(str(e))
-    if errors:
-        raise ImportFormatError("\n".join(errors))
+            failed.append((folder / f"rle_data_{sid}.csv", str(e)))
+    if failed and not parsed and not sessions:
+        raise ImportFormatError("\n".join(msg for _, msg in failed))
     if not parsed and not sessions:
         raise ImportFormatError(
             f"no recordings found in {', '.join(map(str, paths_))}: expected monitor CSVs "
@@ -759,52 +915,61 @@ def run_ingest(
     store = _Store(tracking_uri, experiment_name)
     log.info("Tracking URI %s (from %s)", store.location.uri, store.location.reason)
     runs: list[ImportedRun] = []
+    no_run: list[tuple[Path, str]] = []
     for fi, pf in enumerate(parsed):
-        existing = store.existing(pf.content_sha256)
-        for seg in pf.segments:
-            rcs = {
-                f"{seg.index}:{d}": file_rc[(fi, seg.index, d)]
-                for d in seg.devices
-                if (fi, seg.index, d) in file_rc
-            }
-            table = (
-                pd.concat([r.agreement for r in rcs.values()], ignore_index=True) if rcs else None
-            )
-            run_id = existing.get(str(seg.index))
-            created = run_id is None
-            if run_id is None:
-                run_id = _import_segment(store, pf, seg, rcs, with_default=with_default)
-            runs.append(
-                ImportedRun(
-                    run_id=run_id,
-                    path=pf.path,
-                    source=pf.source,
-                    segment=seg.index,
-                    devices=seg.devices,
-                    n_samples=seg.n_samples,
-                    created=created,
-                    counts=pf.counts,
-                    flags=pf.flags,
-                    agreement=table,
-                    seeded_from={
-                        rc.device: rc.seeded_from for rc in rcs.values() if rc.seeded_from
-                    },
-                )
-            )
         if not pf.segments:
-            log.warning("%s: no samples after cleaning; no run created", pf.path)
+            reason = _no_run_reason(pf)
+            log.warning("%s: no run created (%s)", printable(str(pf.path)), reason)
+            no_run.append((pf.path, reason))
+            continue
+        with store.import_lock():
+            existing = store.existing(pf.content_sha256)
+            for seg in pf.segments:
+                rcs = {
+                    f"{seg.index}:{d}": file_rc[(fi, seg.index, d)]
+                    for d in seg.devices
+                    if (fi, seg.index, d) in file_rc
+                }
+                table = (
+                    pd.concat([r.agreement for r in rcs.values()], ignore_index=True)
+                    if rcs
+                    else None
+                )
+                run_id = existing.get(str(seg.index))
+                created = False
+                if run_id is None:
+                    run_id, created = _import_segment(
+                        store, pf, seg, rcs, with_default=with_default
+                    )
+                runs.append(
+                    ImportedRun(
+                        run_id=run_id,
+                        path=pf.path,
+                        source=pf.source,
+                        segment=seg.index,
+                        devices=seg.devices,
+                        n_samples=seg.n_samples,
+                        created=created,
+                        counts=pf.counts,
+                        flags=pf.flags,
+                        agreement=table,
+                        seeded_from={
+                            rc.device: rc.seeded_from for rc in rcs.values() if rc.seeded_from
+                        },
+                    )
+                )
     for session in sessions:
         rc_map = recompute_files([session.monitor], with_default=with_default)
         rcs = {f"{si}:{d}": v for (_, si, d), v in rc_map.items()}
         table = pd.concat([r.agreement for r in rcs.values()], ignore_index=True) if rcs else None
-        existing = store.existing(session.content_sha256)
-        run_id = existing.get("")
-        created = run_id is None
         analysis_agreement = None
-        if run_id is None:
-            run_id, analysis_agreement = _import_session(
-                store, session, rcs, with_default=with_default
-            )
+        with store.import_lock():
+            run_id = store.existing(session.content_sha256).get("")
+            created = False
+            if run_id is None:
+                run_id, analysis_agreement, created = _import_session(
+                    store, session, rcs, with_default=with_default
+                )
         runs.append(
             ImportedRun(
                 run_id=run_id,
@@ -827,7 +992,15 @@ def run_ingest(
     if store.experiment_id is None:  # everything was empty; make the experiment visible anyway
         exp = store.client.get_experiment_by_name(experiment_name)
         store.experiment_id = "" if exp is None else str(exp.experiment_id)
-    return ImportResult(experiment_name, store.experiment_id, store.location.uri, runs, ignored)
+    return ImportResult(
+        experiment_name,
+        store.experiment_id,
+        store.location.uri,
+        runs,
+        ignored,
+        failed=failed,
+        no_run=no_run,
+    )
 
 
 # ----------------------------------------------------------------------------------- CLI
@@ -899,10 +1072,15 @@ def format_summary(result: ImportResult) -> str:
                     "      legacy analysis (analysis_<id>.json): "
                     + ("reproduced" if not bad else "DIFFERS in " + ", ".join(bad))
                 )
+    for path, reason in result.no_run:
+        lines.append(f"  {path}  NO RUN: {reason}")
     if result.ignored:
         lines.append(f"  ignored {len(result.ignored)} file(s) that are not recordings:")
         lines += [f"    {p}" for p in result.ignored]
-    return "\n".join(lines)
+    if result.failed:
+        lines.append(f"  FAILED {len(result.failed)} file(s), not imported:")
+        lines += [f"    {reason}" for _, reason in result.failed]
+    return printable("\n".join(lines))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -929,7 +1107,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point (``rle-ingest``); returns the exit status (2 on an error)."""
+    """Console entry point (``rle-ingest``); returns the exit status.
+
+    0: every recording imported (or already imported); 1: some files failed to parse (the
+    others were imported; the summary lists the failures); 2: nothing imported (bad arguments,
+    no readable recording, the tracking store unreachable). Printed text never carries control
+    characters from the files (they are shown as escapes).
+    """
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -943,9 +1127,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             tracking_uri=args.tracking_uri,
         )
     except RLEError as e:
-        print(f"rle-ingest: error: {e}", file=sys.stderr)  # noqa: T201 (CLI output)
+        print(printable(f"rle-ingest: error: {e}"), file=sys.stderr)  # noqa: T201 (CLI output)
         return 2
     print(format_summary(result))  # noqa: T201 (CLI output)
+    if result.failed:
+        print(  # noqa: T201 (CLI output)
+            printable(
+                f"rle-ingest: error: {len(result.failed)} file(s) could not be imported:\n"
+                + "\n".join(reason for _, reason in result.failed)
+            ),
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

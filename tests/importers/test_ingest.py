@@ -201,16 +201,28 @@ def test_profile_default_adds_the_corrected_metric(
     )  # no measured CPU power: NaN, not logged
 
 
-def test_unrecognised_file_fails_before_anything_is_written(
-    tmp_path: Path, store_uri: str, experiment: str
+def test_a_bad_file_does_not_stop_the_good_ones(
+    tmp_path: Path, store_uri: str, experiment: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     W.write_lines(tmp_path / "rle_20251028_08.csv", [W.header("v03"), *_lines(10, seed=1)])
     (tmp_path / "rle_mobile_export.csv").write_text("ts,rle,temp\n1,0.5,40\n")
-    with pytest.raises(
-        ImportFormatError, match=r"rle_mobile_export\.csv: not a recognised RLE lab monitor CSV"
-    ):
-        run_ingest([tmp_path], experiment_name=experiment, tracking_uri=store_uri)
-    assert _runs(store_uri, experiment) == []
+    result = run_ingest([tmp_path], experiment_name=experiment, tracking_uri=store_uri)
+    assert [p.name for p, _ in result.failed] == ["rle_mobile_export.csv"]
+    assert "not a recognised RLE lab monitor CSV" in result.failed[0][1]
+    (run,) = _runs(store_uri, experiment)
+    assert run.data.tags["rle.original_file"] == "rle_20251028_08.csv"
+    assert run.info.status == "FINISHED"
+    # the CLI reports the bad file and exits non-zero; the good one is already imported
+    args = ["--experiment", experiment, "--tracking-uri", store_uri]
+    assert main([str(tmp_path), *args]) == 1
+    captured = capsys.readouterr()
+    assert "rle_mobile_export.csv: not a recognised RLE lab monitor CSV" in captured.err
+    assert len(_runs(store_uri, experiment)) == 1
+    # only bad inputs: nothing to import, an error
+    with pytest.raises(ImportFormatError, match=r"rle_mobile_export\.csv: not a recognised"):
+        run_ingest(
+            [tmp_path / "rle_mobile_export.csv"], experiment_name=experiment, tracking_uri=store_uri
+        )
     with pytest.raises(ImportFormatError, match="nothing_here: no such file or folder"):
         run_ingest([tmp_path / "nothing_here"], experiment_name=experiment, tracking_uri=store_uri)
 

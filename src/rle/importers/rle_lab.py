@@ -68,6 +68,7 @@ __all__ = [
     "is_session_folder",
     "read_joint_session",
     "read_monitor_csv",
+    "printable",
     "read_training_log",
 ]
 
@@ -352,13 +353,25 @@ def detect_format(header: Sequence[str]) -> str | None:
 
 
 def _header_error(path: Path, header: Sequence[str]) -> ImportFormatError:
-    shown = ", ".join(h.strip() for h in list(header)[:8])
+    shown = printable(", ".join(h.strip() for h in list(header)[:8]))
     more = ", ..." if len(header) > 8 else ""
     return ImportFormatError(
         f"{path}: not a recognised RLE lab monitor CSV. Its first line has {len(header)} "
         f"column(s) ({shown}{more}); expected {_expected_formats()}. Joint-session folders "
         "are given as the folder (rle_data_<id>.csv + training_log_<id>.json)."
     )
+
+
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e]")
+
+
+def printable(text: str) -> str:
+    r"""``text`` with control characters shown as escapes (``\x1b``), safe to print to a terminal.
+
+    File contents (a header, a file name) can hold terminal escape sequences; printed raw they
+    would recolour or rewrite the user's terminal. Newlines and tabs are kept.
+    """
+    return _CONTROL_RE.sub(lambda m: ascii(m.group(0))[1:-1], text)
 
 
 # ------------------------------------------------------------------------------ value parsing
@@ -1054,6 +1067,7 @@ def _convert(raw: pd.DataFrame, fmt: str, counts: Counter[str]) -> tuple[pd.Data
     """
     n = len(raw)
     out: dict[str, Any] = {}
+    nonfinite: dict[str, np.ndarray] = {}
     bad = np.zeros(n, dtype=bool)
 
     t_ns = np.zeros(n, dtype=np.int64)
@@ -1079,6 +1093,11 @@ def _convert(raw: pd.DataFrame, fmt: str, counts: Counter[str]) -> tuple[pd.Data
         values, bad_col = _numeric_column(raw[col]) if n else (np.zeros(0), np.zeros(0, dtype=bool))
         if col == "collapse":
             bad_col = bad_col | ~(np.isnan(values) | (values == 0.0) | (values == 1.0))
+        # Written NaN / ±inf (not an empty field): kept as NaN and counted per column.
+        text = raw[col].astype(str).str.strip() if n else pd.Series([], dtype=str)
+        written_nan = np.isnan(values) & (text != "").to_numpy() & ~bad_col
+        nonfinite[col] = (np.isinf(values) | written_nan) & ~bad_col
+        values = np.where(np.isinf(values), np.nan, values)
         out[col] = values
         bad |= bad_col
     bad_val = bad & ~bad_ts & ~bad_dev
@@ -1089,6 +1108,9 @@ def _convert(raw: pd.DataFrame, fmt: str, counts: Counter[str]) -> tuple[pd.Data
     )
     reasons = np.full(n, "", dtype=object)
     reasons[bad_val] = "unparseable_value"
+    kept = ~(bad | bad_ts | bad_dev)
+    for col, mask in nonfinite.items():
+        counts[f"repaired.non_finite_as_nan.{col}"] += int((mask & kept).sum())
     reasons[bad_dev & ~bad_ts] = "unknown_device"
     reasons[bad_ts] = "bad_timestamp"
     reasons[bad_ts & glued] = "torn_line"
@@ -1312,11 +1334,24 @@ def read_training_log(
         "learning_rate",
         "epoch",
     ):
-        frame[c] = [_float_or_nan(v) for v in frame[c]]
+        values = np.asarray([_float_or_nan(v) for v in frame[c]], dtype=np.float64)
+        written = np.asarray(
+            [entries[int(i)].get(c) is not None for i in frame["entry_index"]], dtype=bool
+        )
+        n_bad = int((written & ~np.isfinite(values)).sum())
+        if n_bad:  # NaN / ±Infinity written in the JSON: kept as NaN, counted
+            counts[f"repaired.non_finite_as_nan.{c}"] += n_bad
+        frame[c] = np.where(np.isinf(values), np.nan, values)
     frame["timestamp"] = pd.to_datetime(frame["timestamp_shared"], unit="s", utc=True).dt.as_unit(
         "ns"
     )
-    frame["is_summary"] = frame["loss"].isna() & frame["grad_norm"].isna()
+    frame["is_summary"] = np.asarray(  # the summary entry has null (not NaN) loss and grad_norm
+        [
+            entries[int(i)].get("loss") is None and entries[int(i)].get("grad_norm") is None
+            for i in frame["entry_index"]
+        ],
+        dtype=bool,
+    )
     n_summary = int(frame["is_summary"].sum())
     if n_summary:
         counts["repaired.training_summary_entry_not_logged"] += n_summary
