@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -31,14 +32,22 @@ FAST = (
 
 
 def _bundle(
-    root: Path, name: str, session_id: str, seed: int, *, tamper: float = 0.0
+    root: Path,
+    name: str,
+    session_id: str,
+    seed: int,
+    *,
+    tamper: float = 0.0,
+    train_seed: int | None = None,
 ) -> dict[str, Any]:
     """A joint-session folder whose analysis_<id>.json is what the lab's runner computed."""
     g = W.simulate_inputs(40, device="gpu", seed=seed, period_s=1.0)
     c = W.simulate_inputs(40, device="cpu", seed=seed + 1, period_s=1.0)
     lines = W.to_lines(W.v2_rows(c, g))
     t0 = g["timestamp"].iloc[0].timestamp()
-    entries = W.training_entries(60, start_epoch_s=t0 + 9.0, seed=seed)
+    entries = W.training_entries(
+        60, start_epoch_s=t0 + 9.0, seed=seed if train_seed is None else train_seed
+    )
     rows = pd.read_csv(io.StringIO("\n".join([W.header("v2"), *lines])))
     analysis = legacy_joint_session(entries, rows)
     stored = json.loads(json.dumps(analysis))
@@ -176,3 +185,68 @@ def test_legacy_lag_report(
     assert rows["is_peak"].sum() == 2
     text = (result.output_dir / "report.md").read_text(encoding="utf-8")
     assert "## Legacy method: `legacy_lag_report`" in text
+
+
+def test_imported_v2_sessions_flags_true_reasons_and_lab_spikes(
+    compose_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    """Issue 13: placeholder CPU RLE kept out, every N/A with its reason, identical logs warned."""
+    _bundle(tmp_path / "joint", "a", "20251028_031500", seed=5)
+    _bundle(tmp_path / "joint", "b", "20251028_041500", seed=9, train_seed=5)  # same log as a
+    imported = run_ingest([tmp_path / "joint"])
+    assert len(imported.runs) == 2
+    result = _evaluate(compose_cfg, "evaluation=legacy_joint_session")
+    assert result.status == "FINISHED", result.message
+
+    prov = result.provenance.set_index(["run_id", "device"])
+    cpu = prov.xs("cpu", level="device")
+    assert (cpu["power"] == "placeholder").all()
+    assert (cpu["temperature"] == "placeholder").all()
+    assert (cpu["rle"] == "excluded").all()
+    assert (prov.xs("gpu_0", level="device")["rle"] == "kept").all()
+
+    fp = result.fingerprints.set_index("device")
+    assert fp.loc["cpu", "rle_mean"].isna().all()  # out of the fingerprints
+    assert fp.loc["cpu", "flags"].str.contains("RLE excluded").all()
+    assert fp.loc["gpu_0", "rle_mean"].notna().all()
+
+    corr = result.correlations
+    cpu_rle = corr[(corr["device"] == "cpu") & (corr["y"] == "rle_smoothed")]
+    assert len(cpu_rle)
+    assert cpu_rle["r"].isna().all()
+    assert cpu_rle["note"].str.contains("built from placeholder inputs").all()
+    assert cpu_rle["note"].str.contains("0.468").all()
+    cpu_temp = corr[(corr["device"] == "cpu") & (corr["y"] == "temp_c")]
+    assert cpu_temp["note"].str.contains("placeholder constant").all()
+    spikes = corr[corr["method"] == "spike_collapse"]
+    assert spikes["note"].str.contains("v2 collapse flags are discarded by design").all()
+    assert not spikes["note"].str.contains("temperature sensor").any()
+    # n of every default row is a count of distinct telemetry samples (40 per device at most)
+    assert (corr["n"] <= 40).all()
+    # the CPU has no measured hardware series left to align (RLE, power, temperature removed)
+    assert set(result.alignment["device"]) == {"gpu_0"}
+    assert not result.alignment.duplicated(["run_id", "device", "y"]).any()
+
+    (warning,) = result.warnings  # same training log under two runs, whatever the labels
+    assert "bit-identical" in warning
+    assert all(str(r.run_id)[:8] in warning for r in imported.runs)
+
+    lab = result.legacy_spikes
+    assert len(lab) == 2
+    assert lab["spike_steps"].nunique() == 1  # the same log gives the same lab count
+    assert (lab["spike_steps"] >= lab["merged_spikes"]).all()
+    entries = W.training_entries(60, start_epoch_s=0.0, seed=5)
+    grads = np.array([e["grad_norm"] for e in entries[:-1]])
+    expected = int((grads > grads.mean() + grads.std(ddof=1)).sum())
+    assert lab["spike_steps"].iloc[0] == expected
+
+    assert result.output_dir is not None
+    report = (result.output_dir / "report.md").read_text(encoding="utf-8")
+    assert "## Input provenance (flags)" in report
+    assert "## Alignment" in report
+    assert "time average of its linear interpolant" in report
+    assert "The lab's spike counts (reproduced)" in report
+    assert "v2 collapse flags are discarded by design" in report
+    assert {"alignment.csv", "provenance.csv", "legacy_spikes.csv"} <= {
+        p.name for p in result.output_dir.iterdir()
+    }

@@ -278,3 +278,56 @@ def test_identical_training_curves_are_flagged_across_labels_only() -> None:
 def test_step_times_feed_the_interval() -> None:
     h = pd.DataFrame({"step": [1, 2], "timestamp_s": [T0, T0 + 1.0]})
     assert training_interval(step_times(h)) is not None
+
+
+def test_identical_training_groups_fire_whatever_the_labels() -> None:
+    from rle.analysis.correlation import identical_training_groups
+
+    steps = pd.Index([1, 2, 3], name="step")
+    a = pd.DataFrame(
+        {"train/loss": [3.0, 2.0, np.nan], "train/grad_norm": [5.0, 4.0, 3.0]}, index=steps
+    )
+    near = a.assign(**{"train/grad_norm": [5.0, 4.0, 3.0 + 1e-15]})
+    groups = identical_training_groups(
+        {
+            "s1": ("Training (Reproducibility)", a),
+            "s2": ("Training (Reproducibility)", a.copy()),
+            "s3": ("unknown", a.copy()),
+            "s4": ("Training (Reproducibility)", near),
+            "s5": ("x", a.iloc[:2]),
+        }
+    )
+    assert groups == [
+        [
+            ("s1", "Training (Reproducibility)"),
+            ("s2", "Training (Reproducibility)"),
+            ("s3", "unknown"),
+        ]
+    ]
+
+
+def test_spike_rows_count_lab_steps_and_say_the_true_reason() -> None:
+    t = np.arange(0.0, 50.0)
+    g = np.ones(50)
+    g[[10, 11, 30]] = 6.0
+    res = spike_collapse(
+        t, g, None, (0.0, 50.0), no_detection_reason="N/A: v2 collapse flags are discarded"
+    )
+    assert (res.n_spikes, res.n_spike_steps) == (2, 3)
+    assert res.note == "N/A: v2 collapse flags are discarded"
+    train, dev, iv = _run(0.0, seconds=60)
+    why = "N/A: cpu's RLE is built from placeholder inputs"
+    rows = _rows(
+        correlate_device(
+            "r",
+            "cpu",
+            train,
+            dev.drop(columns="rle_smoothed"),
+            iv,
+            [Pair("train/grad_norm", "rle_smoothed")],
+            FAST,
+            None,
+            missing_reasons={"rle_smoothed": why},
+        ).rows
+    )
+    assert rows["note"].eq(why).all()

@@ -268,3 +268,23 @@ def test_lag_summary_majorities() -> None:
     assert s["A"]["peak_lag_std"] == pytest.approx(np.std([1, 2, -1]))
     assert s["B"]["dominant_direction"] == "bidirectional or synchronous"
     assert s["B"]["correlation_sign"].startswith("positive")
+
+
+def test_lab_spike_count_is_every_step_above_mean_plus_one_std() -> None:
+    from rle.analysis.correlation import grad_norm_spikes
+    from rle.analysis.legacy import legacy_spikes
+
+    g = np.ones(30)
+    g[[5, 6, 7, 20]] = [9.0, 10.0, 9.5, 12.0]  # one three-step burst and one single step
+    values = [*g.tolist(), None]  # the training log's summary entry has no grad_norm
+    lab = legacy_spikes(values)
+    threshold = g.mean() + g.std(ddof=1)
+    assert lab["steps"] == 30
+    assert lab["threshold"] == pytest.approx(threshold)
+    assert lab["mean_grad_norm"] == pytest.approx(g.mean())
+    assert lab["spike_steps"] == 4
+    assert lab["spike_indices"] == [5, 6, 7, 20]
+    merged, _ = grad_norm_spikes(np.arange(30.0), g, 1.0)
+    assert merged.size == 2  # rle merges the burst into one spike event
+    assert legacy_spikes(values, ddof=0)["threshold"] == pytest.approx(g.mean() + g.std())
+    assert legacy_spikes([1.0])["spike_steps"] == 0

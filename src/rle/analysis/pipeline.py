@@ -480,14 +480,14 @@ def _analyse(data: list[_RunData], settings: Any, spikes: Any, pairs: list[Any])
                 }
             )
             continue
-        for device, verdict in sorted(d.provenance.items()):
-            a.provenance.append(verdict.row(rid))
-            if verdict.rle_excluded and device in d.frames:
+        for device, judged in sorted(d.provenance.items()):
+            a.provenance.append(judged.row(rid))
+            if judged.rle_excluded and device in d.frames:
                 a.skipped.append(
                     {
                         "run_id": rid,
                         "what": f"{device} RLE",
-                        "reason": verdict.rle_reason.removeprefix("N/A: ")
+                        "reason": judged.rle_reason.removeprefix("N/A: ")
                         + " (fingerprint RLE columns and RLE correlations N/A)",
                     }
                 )
