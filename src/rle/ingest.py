@@ -9,7 +9,10 @@ interleaved writers are separated) and one per joint session. Runs hold:
 * tags ``rle.source``, ``rle.profile``, ``rle.legacy_format``, ``rle.devices``,
   ``rle.original_file``, ``rle.content_sha256``, ``step.kind=sample_index``,
   ``power_source.<device>``/``temp_source.<device>`` and the skipped/repaired row counts
-  (``import.skipped.<reason>``, ``import.repaired.<reason>``);
+  (``import.skipped.<reason>``, ``import.repaired.<reason>``; written NaN/±inf values are
+  counted per column as ``import.repaired.non_finite_as_nan.<column>`` and stored as NaN),
+  and ``workload`` from the session type (a joint session's training mode, else
+  ``joint_training``; a monitor file alone: ``monitor_only``);
 * telemetry and the stored RLE columns as metrics (§5 names, step = sample index per device,
   timestamps from the file), joint sessions also ``train/loss``, ``train/grad_norm``,
   ``train/lr`` on their steps; estimated and placeholder inputs are not logged as measurements;
@@ -20,8 +23,10 @@ interleaved writers are separated) and one per joint session. Runs hold:
 
 The stored RLE columns are recomputed with the matching legacy profile and compared per column;
 ``--profile default`` also computes our corrected metric (``rle_default/<device>/...``).
-Re-importing a file is a no-op: runs are found by ``rle.content_sha256`` (and segment) in the
-experiment. Examples::
+A file that cannot be parsed is reported and the others are still imported (exit status 1);
+a file whose rows are all dropped is reported with the reason. Re-importing a file is a
+no-op: runs are found by ``rle.content_sha256`` (and segment) in the experiment, and
+concurrent imports of one file make one run. Examples::
 
     rle-ingest sessions/recent/                         # every recording below the folder
     rle-ingest rle_20251028_08.csv rle_20251028_09.csv --profile default
