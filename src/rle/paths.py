@@ -157,3 +157,13 @@ def resolve_tracking(config_uri: str | None = None, root: Path | None = None) ->
         "Use a SQLite store ('sqlite:////abs/path/mlflow.db'), a database URI, or an MLflow server "
         "('http://host:port'); plain file stores such as './mlruns' are refused by MLflow >= 3.13."
     )
+
+
+def _register_schemas() -> None:
+    """Register the typed config schemas wherever :data:`CONF_DIR` can be composed."""
+    from rle import schema
+
+    schema.register()
+
+
+_register_schemas()

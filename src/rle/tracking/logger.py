@@ -18,7 +18,6 @@ import contextlib
 import functools
 import http.client
 import logging
-import os
 import time
 import urllib.error
 import urllib.request
@@ -65,9 +64,6 @@ MAX_KEY_CHARS = 250
 
 SETUP_RETRY_S = 30.0
 """How long run setup calls (create run, log params) retry transient failures, s."""
-
-# Our runs never get MLflow's own system-metrics monitor, so no system/ key has two writers.
-os.environ.setdefault("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
 
 
 def client_for(location: TrackingLocation) -> Any:
@@ -292,8 +288,8 @@ class MLflowRunLogger(Logger):
     def __init__(
         self,
         tracking_uri: str,
-        run_id: str,
-        experiment_id: str,
+        run_id: str | None,
+        experiment_id: str | None,
         *,
         synchronous: bool = True,
         spool_dir: str | Path | None = None,
@@ -310,7 +306,7 @@ class MLflowRunLogger(Logger):
         self.run_id = run_id
         self.experiment_id = experiment_id
         self.synchronous = synchronous
-        self.spool_dir = Path(spool_dir) if spool_dir is not None else default_spool_dir(run_id)
+        self._spool_dir = Path(spool_dir) if spool_dir is not None else None
         self.flush_interval_s = float(flush_interval_s)
         self.drain_timeout_s = float(drain_timeout_s)
         self.redactor = Redactor(secret_pattern)
@@ -319,6 +315,23 @@ class MLflowRunLogger(Logger):
         self._spool: Spool | None = None
         self._sender: BackgroundSender | None = None
         self._warned_keys: set[str] = set()
+
+    def attach(self, run_id: str, experiment_id: str) -> None:
+        """Point a logger built before its run (``run_id=None``) at the run, once it exists.
+
+        ``rle.train`` builds the Trainer (and so this logger) before creating the run, so that
+        Lightning validates every Trainer argument first; processes of other ranks never attach.
+        """
+        self.run_id, self.experiment_id = run_id, experiment_id
+
+    @property
+    def spool_dir(self) -> Path:
+        """The run's spool directory (``<project root>/outputs/spool/<run_id>`` by default)."""
+        if self._spool_dir is not None:
+            return self._spool_dir
+        if self.run_id is None:
+            raise RuntimeError("MLflowRunLogger has no run yet (attach() was not called).")
+        return default_spool_dir(self.run_id)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -349,18 +362,20 @@ class MLflowRunLogger(Logger):
 
     @property
     def name(self) -> str:
-        """The experiment id."""
-        return self.experiment_id
+        """The experiment id (empty before :meth:`attach`)."""
+        return self.experiment_id or ""
 
     @property
     def version(self) -> str:
-        """The run id."""
-        return self.run_id
+        """The run id (empty before :meth:`attach` and on ranks other than 0)."""
+        return self.run_id or ""
 
     @property
     def spool(self) -> Spool:
         """The run's spool directory."""
         if self._spool is None:
+            if self.run_id is None or self.experiment_id is None:
+                raise RuntimeError("MLflowRunLogger has no run yet (attach() was not called).")
             self._spool = Spool(self.spool_dir, self.run_id, self.tracking_uri, self.experiment_id)
         return self._spool
 

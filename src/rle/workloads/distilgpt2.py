@@ -293,3 +293,78 @@ class DistilGPT2Module(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+def build_workload(cfg: Any, intra_op_threads: int | None) -> Workload:
+    """Build the DistilGPT-2 workload (``workload._target_``) from the composed ``train`` config.
+
+    Args:
+        cfg: The composed config (``workload.model``, ``workload.optim`` and ``data`` are read).
+        intra_op_threads: torch threads per process on a CPU trainer (``None`` on a GPU).
+
+    Returns:
+        The :class:`rle.workloads.Workload` (module, text datamodule, ``model.init``/``tokenizer``
+        tags, parameter count).
+
+    Raises:
+        rle.errors.DataError: If the training data is missing or malformed.
+        rle.errors.ConfigError: On a bad optimiser setting or a block longer than the context.
+    """
+    from omegaconf import OmegaConf
+
+    from rle import paths
+    from rle.workloads import Workload
+    from rle.workloads.data import TextDataModule, load_documents
+
+    block, limit = int(cfg.data.block_size), cfg.workload.model.get("n_positions")
+    if isinstance(limit, int) and block > limit:
+        raise ConfigError(
+            f"data.block_size={block} is longer than the model's context "
+            f"(workload.model.n_positions={limit}); use data.block_size<={limit}."
+        )
+    docs = load_documents(cfg.data.path, list(cfg.data.text_suffixes))
+    cache_dir = paths.project_root() / "outputs" / ".cache" / "tokenizers"
+    bundle = build_model_and_tokenizer(
+        OmegaConf.to_container(cfg.workload.model, resolve=True),  # type: ignore[arg-type]
+        docs,
+        int(cfg.data.tokenizer_vocab_size),
+        cache_dir,
+    )
+    dm = TextDataModule(
+        docs,
+        bundle.tokenizer,
+        int(cfg.data.block_size),
+        int(cfg.data.batch_size),
+        int(cfg.data.num_workers),
+    )
+    optim = cfg.workload.optim
+    module = DistilGPT2Module(
+        bundle.model,
+        lr=float(optim.lr),
+        weight_decay=float(optim.weight_decay),
+        betas=list(optim.betas),
+        eps=float(optim.eps),
+        warmup_ratio=float(optim.warmup_ratio),
+        intra_op_threads=intra_op_threads,
+    )
+    return Workload(
+        module=module,
+        datamodule=dm,
+        tags={
+            "model.init": bundle.model_init,
+            "tokenizer": bundle.tokenizer_kind,
+            "model.source": bundle.source,
+        },
+        params={
+            "model.n_parameters": bundle.n_parameters,
+            "data.n_documents": len(docs),
+            "data.n_blocks": len(dm.blocks),
+        },
+        tokens_per_sample=int(cfg.data.block_size),
+    )
+
+
+def _build_synthetic(cfg: DictConfig, intra_op_threads: int | None) -> Workload:
+    from rle.workloads.synthetic import build_synthetic_workload
+
+    return build_synthetic_workload(cfg, intra_op_threads)

@@ -47,7 +47,7 @@ from rle.workloads.load import (
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from rle.train import Workload
+    from rle.workloads import Workload
 
 __all__ = [
     "DEVICES",
@@ -485,7 +485,7 @@ def build_synthetic_workload(cfg: DictConfig, intra_op_threads: int | None) -> W
             ``matrix_size < 1``, an unknown pattern or device, a GPU load without CUDA or on a CPU
             trainer, or a ``ramp``/``step`` pattern without a known duration.
     """
-    from rle.train import Workload
+    from rle.workloads import Workload
 
     w = cfg.workload
     device = str(w.get("device", "auto") or "auto")
