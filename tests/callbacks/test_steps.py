@@ -10,16 +10,19 @@ from rle.callbacks.steps import current_step, should_log
 @pytest.mark.parametrize(
     ("step", "every", "expected"),
     [
-        (0, 1, False),
+        (0, 1, True),
         (1, 1, True),
-        (2, 3, False),
-        (3, 3, True),
-        (6, 3, True),
-        (7, 50, False),
-        (50, 50, True),
+        (1, 3, False),
+        (2, 3, True),
+        (5, 3, True),
+        (6, 50, False),
+        (49, 50, True),
     ],
 )
-def test_cadence_depends_on_global_step_only(step: int, every: int, expected: bool) -> None:
-    trainer = SimpleNamespace(global_step=step, log_every_n_steps=every)
+def test_cadence_is_lightnings_and_depends_on_the_step_counter_only(
+    step: int, every: int, expected: bool
+) -> None:
+    loop = SimpleNamespace(epoch_loop=SimpleNamespace(_batches_that_stepped=step))
+    trainer = SimpleNamespace(global_step=step + 1, log_every_n_steps=every, fit_loop=loop)
     assert current_step(trainer) == step
     assert should_log(trainer) is expected

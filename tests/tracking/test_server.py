@@ -41,7 +41,8 @@ SLOW_SYNTHETIC = (
 TRAIN_KEYS = (
     "train/loss",
     "train/grad_norm",
-    "train/lr",
+    "train/lr-AdamW/pg1",
+    "train/lr-AdamW/pg2",
     "train/samples_per_second",
     "train/tokens_per_second",
 )

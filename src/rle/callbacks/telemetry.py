@@ -2,9 +2,18 @@
 
 Every rank samples its own devices and process in a background :class:`rle.telemetry.Sampler`;
 host-wide sources are sampled once per node (local rank 0). At each logging step (cadence and step
-from :mod:`rle.callbacks.steps`) every rank drains its window, feeds each device's samples through
-the incremental RLE engine (:class:`rle.metric.RLEStream`), and the windows are gathered to rank 0,
-which logs everything in one batched call with ``step = trainer.global_step``.
+from :mod:`rle.callbacks.steps`: the same step and cadence as Lightning's own ``self.log``) every
+rank drains its window, feeds each device's samples through the incremental RLE engine
+(:class:`rle.metric.RLEStream`), and the windows are gathered to rank 0, which logs everything in
+one batched call. Tags and artifacts go to the job's MLflow run through a
+:class:`~rle.callbacks.sink.RunSink`: rle's logger, Lightning's ``MLFlowLogger`` or an active fluent
+run. A key the module logs itself (``self.log("train/loss", ...)``) is never written by rle; when
+MLflow's own system-metrics monitor writes into the run, rle leaves its keys to it (said once,
+tag ``telemetry.mlflow_system_metrics``).
+
+On more than one node, host-scoped keys carry the node (MLflow's convention
+``system/<node_id>/<name>``, here ``node_<node_rank>``), as do GPU devices (``node_1/gpu_0``), so no
+two nodes write one key.
 
 Logged metrics:
 
@@ -14,10 +23,13 @@ key                                             unit           source
 ``train/loss``                                  nats/token     the step's loss, mean over ranks
 ``train/grad_norm``                             grad units     total L2 norm of all gradients
                                                                after unscaling, before clipping
-``train/lr``                                    1              LR of param group 0 for the step
+``train/lr-<Optimizer>[/pg<i>]``                 1              LR per optimizer and param group,
+                                                               named as LearningRateMonitor
+                                                               names them
 ``train/samples_per_second``                    samples/s      all ranks, over the window
 ``train/tokens_per_second``                     tokens/s       all ranks, over the window
-``train/energy_joules_per_step``                J/step         sum of energy counters / steps
+``train/energy_joules_per_step``                J/step         energy of the window / optimizer
+                                                               steps the window's samples cover
 ``train/samples_per_joule``                     samples/J      where an energy counter exists
 ``system/<quantity>``                           in the name    window mean (max: ``_max_``;
                                                                ``*_joules``: window delta;
@@ -43,6 +55,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import socket
 import tempfile
 import time
 from collections.abc import Mapping
@@ -51,11 +64,12 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import LearningRateMonitor
 from typing_extensions import override
 
 from rle.callbacks.gather import RankWindow, gather_to_rank_zero, merge_windows, rle_last
-from rle.callbacks.steps import current_step, should_log
+from rle.callbacks.sink import MLFLOW_MONITOR_KEY_PATTERN, mlflow_monitor_active, resolve_sink
+from rle.callbacks.steps import current_step, should_log, step_counter
 from rle.tracking import keys
 
 __all__ = ["TelemetryCallback", "rle_metric_key"]
@@ -94,9 +108,14 @@ def _prune_none(node: Any) -> Any:
 class TelemetryCallback(L.Callback):
     """Log ``train/*``, ``system/*`` and ``rle/*`` metrics on ``trainer.global_step``.
 
+    Use it in any Lightning script: ``Trainer(logger=MLFlowLogger(...),
+    callbacks=[TelemetryCallback()])``, or inside ``with mlflow.start_run():``.
+
     Args:
         sources: ``telemetry.sources``: named source entries with ``_target_`` (see
-            :func:`rle.telemetry.build_sources`); ``None`` or empty logs ``train/*`` only.
+            :func:`rle.telemetry.build_sources`); ``None`` (the default) samples the real
+            hardware (:data:`rle.telemetry.DEFAULT_SOURCES`: psutil host and process, NVML, RAPL,
+            hwmon); an empty mapping logs ``train/*`` only.
         sample_hz: Sampling rate of the background sampler, Hz (default 1; tested to 10).
         rle: ``telemetry.rle`` node: ``profile`` plus overrides (rle-metric.md §10); ``None``
             values mean "the profile's value".
@@ -107,8 +126,8 @@ class TelemetryCallback(L.Callback):
     Raises:
         ValueError: If ``sample_hz`` is not positive or ``tokens_per_sample`` < 1.
         rle.errors.MetricInputError: If the ``rle`` node names an unknown profile or key.
-        lightning.fabric.utilities.exceptions.MisconfigurationException: At ``setup`` if the
-            trainer has no logger.
+        lightning.fabric.utilities.exceptions.MisconfigurationException: At ``setup`` on global
+            rank 0 if there is no MLflow run to write into (see :func:`rle.callbacks.sink.resolve_sink`).
     """
 
     def __init__(
@@ -126,8 +145,9 @@ class TelemetryCallback(L.Callback):
         if tokens_per_sample is not None and tokens_per_sample < 1:
             raise ValueError(f"tokens_per_sample must be positive, got {tokens_per_sample}.")
         from rle.metric import profile_from_config
+        from rle.telemetry import DEFAULT_SOURCES
 
-        self.sources_cfg = dict(sources or {})
+        self.sources_cfg = dict(DEFAULT_SOURCES if sources is None else sources)
         self.sample_hz = float(sample_hz)
         self.rle_cfg = _prune_none(dict(rle or {}))
         self.profile = profile_from_config(self.rle_cfg)  # validates early, in the launcher
@@ -138,7 +158,6 @@ class TelemetryCallback(L.Callback):
 
     def _reset(self) -> None:
         self._grad_norm: torch.Tensor | None = None
-        self._lr: float | None = None
         self._stepped = False
         self._window_samples = 0
         self._window_start_s = 0.0
@@ -154,10 +173,15 @@ class TelemetryCallback(L.Callback):
         self._rows: list[dict[str, Any]] = []  # rank 0: every raw row of the job
         self._tags_logged: dict[str, str] = {}
         self._missing_windows = 0
+        self._sink: Any = None
+        self._skip_keys: Any = None  # MLflow monitor's keys, when it writes into the run
+        self._node_prefix = ""
+        self._energy_mark_step: int | None = None  # step of the last sample of the last energy window
+        self._energy_samples = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_sampler=None, _built=None, _aggregator=None, _streams={})
+        state.update(_sampler=None, _built=None, _aggregator=None, _streams={}, _sink=None)
         return state
 
     # ------------------------------------------------------------------------------ lifecycle
@@ -166,10 +190,23 @@ class TelemetryCallback(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        if not trainer.loggers:
-            raise MisconfigurationException(
-                "TelemetryCallback needs a logger (rle passes MLflowRunLogger)."
-            )
+        if trainer.is_global_zero:
+            self._sink = resolve_sink(trainer)
+            if mlflow_monitor_active(self._sink.run_id):
+                import re
+
+                self._skip_keys = re.compile(MLFLOW_MONITOR_KEY_PATTERN)
+                log.warning(
+                    "MLflow's own system-metrics monitor writes into run %s: rle leaves its keys "
+                    "(system/cpu_utilization_percentage, system/gpu_<i>_utilization_percentage, ...) "
+                    "to it and logs the rest on the step axis.",
+                    self._sink.run_id,
+                )
+                self._sink.set_tags(
+                    {"telemetry.mlflow_system_metrics": "on: its keys are left to MLflow's monitor"}
+                )
+        if trainer.num_nodes > 1:
+            self._node_prefix = f"node_{trainer.node_rank}/"
         if not self.sources_cfg:
             return
         from rle.telemetry import Sampler, WindowAggregator, build_sources
@@ -202,15 +239,18 @@ class TelemetryCallback(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._window_start_s = time.perf_counter()
         self._window_samples = 0
-        self._last_logged_step = current_step(trainer)
+        self._last_logged_step = step_counter(trainer)
 
     @override
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
-        self._grad_norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0) if grads else None
-        self._lr = float(optimizer.param_groups[0]["lr"])
+        from lightning.pytorch.utilities import grad_norm
+
+        # Lightning's own utility, so the value equals a module's self.log(grad_norm(self, 2))
+        norms = grad_norm(pl_module, norm_type=2.0)
+        total = norms.get("grad_2.0_norm_total")
+        self._grad_norm = None if total is None else float(total)
         self._stepped = True
 
     @override
@@ -228,7 +268,7 @@ class TelemetryCallback(L.Callback):
         self._stepped = False
         t0 = time.perf_counter()
         if self._sampler is not None:
-            self._sampler.set_step(current_step(trainer))
+            self._sampler.set_step(step_counter(trainer) + 1)
         self._overhead_s += time.perf_counter() - t0
         if should_log(trainer):
             self._log_step(trainer, pl_module, outputs)
@@ -248,6 +288,8 @@ class TelemetryCallback(L.Callback):
                 self._rows.extend(merged.rows)
             self._finish(trainer)
         self._close()
+        if self._sink is not None:
+            self._sink.close()
         # the other ranks wait for rank 0's summaries and uploads, so no rank tears its process
         # group down while another is still inside the callback
         trainer.strategy.barrier("rle_telemetry_end")
@@ -290,7 +332,10 @@ class TelemetryCallback(L.Callback):
         window.sample_count = summary.sample_count
         window.sampling_time_s = summary.sampling_time_s
         process_keys = {k for k in summary.values if k.startswith("process_")}
-        window.values = {k: v for k, v in summary.values.items() if k not in process_keys}
+        node = self._node_prefix  # "" on one node, "node_<r>/" on several
+        window.values = {
+            node + k: v for k, v in summary.values.items() if k not in process_keys
+        }
         window.values.update(
             prefix_keys({k: summary.values[k] for k in process_keys}, f"rank_{rank}/")
         )
@@ -314,17 +359,20 @@ class TelemetryCallback(L.Callback):
                 "monotonic_s": s.monotonic_s,
                 "global_step": s.global_step,
                 "rank": rank,
+                "node_rank": trainer.node_rank,
+                "host": _HOST,
             }
             proc = {k: v for k, v in s.values.items() if k.startswith("process_")}
             if not inputs:
                 window.rows.append({**base, "device": f"rank_{rank}", **proc})
-            for device, inp in inputs.items():
+            for local_device, inp in inputs.items():
+                device = node + local_device
                 stream = self._streams.get(device)
                 if stream is None:
                     stream = self._streams[device] = RLEStream(device, self.profile)
                 point = stream.update({"timestamp": s.monotonic_s, **inp})
                 points.setdefault(device, []).append(point)
-                own = {k: v for k, v in s.values.items() if _belongs(k, device)}
+                own = {k: v for k, v in s.values.items() if _belongs(k, local_device)}
                 window.rows.append({**base, "device": device, **own, **proc, **inp, **point})
         window.rle = {d: _loggable_terms(rle_last(p)) for d, p in points.items()}
         return window
@@ -350,22 +398,30 @@ class TelemetryCallback(L.Callback):
 
     def _log_step(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any) -> None:
         t0 = time.perf_counter()
-        now = t0
-        elapsed_s = max(now - self._window_start_s, 1e-9)
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        # Collectives on every rank at the same steps (the cadence depends on global_step only).
-        loss_mean = trainer.strategy.reduce(loss.detach(), reduce_op="mean")
+        elapsed_s = max(t0 - self._window_start_s, 1e-9)
+        loss = _loss_of(outputs)
+        device = pl_module.device
+        # Collectives on every rank at the same steps (the cadence depends on the step only).
+        # Manual optimization may return no loss: then every rank sends NaN and none is logged.
+        loss_t = (
+            loss.detach().float().reshape(())
+            if loss is not None
+            else torch.tensor(math.nan, device=device)
+        )
+        loss_mean = trainer.strategy.reduce(loss_t, reduce_op="mean")
         samples = trainer.strategy.reduce(
-            torch.tensor(float(self._window_samples), device=loss.device), reduce_op="sum"
+            torch.tensor(float(self._window_samples), device=device), reduce_op="sum"
         )
         merged = self._collect(trainer) if self._sampler is not None else None
         step = current_step(trainer)
         if trainer.is_global_zero:
-            metrics: dict[str, float] = {keys.TRAIN_LOSS: float(loss_mean)}
+            metrics: dict[str, float] = {}
+            if math.isfinite(float(loss_mean)):
+                metrics[keys.TRAIN_LOSS] = float(loss_mean)
             if self._grad_norm is not None:
-                metrics[keys.TRAIN_GRAD_NORM] = float(self._grad_norm)
-            if self._lr is not None:
-                metrics[keys.TRAIN_LR] = self._lr
+                metrics[keys.TRAIN_GRAD_NORM] = self._grad_norm
+            if not any(isinstance(c, LearningRateMonitor) for c in trainer.callbacks):
+                metrics.update(learning_rates(trainer))
             n_samples = float(samples)
             samples_per_s = n_samples / elapsed_s
             metrics[keys.TRAIN_SAMPLES_PER_SECOND] = samples_per_s
@@ -374,39 +430,74 @@ class TelemetryCallback(L.Callback):
             step_metrics = getattr(pl_module, "step_metrics", None)
             if callable(step_metrics):
                 metrics.update({str(k): float(v) for k, v in step_metrics().items()})
+            self._energy_samples += n_samples
             if merged is not None:
                 self._rows.extend(merged.rows)
                 metrics.update(
                     {keys.system_key(k): v for k, v in merged.values.items() if math.isfinite(v)}
                 )
-                for device, terms in merged.rle.items():
+                for dev, terms in merged.rle.items():
                     for col, v in terms.items():
-                        key = rle_metric_key(device, col)
+                        key = rle_metric_key(dev, col)
                         if key is not None and math.isfinite(v):
                             metrics[key] = v
-                energy_j = sum(
-                    v
-                    for k, v in merged.values.items()
-                    if k.endswith("_energy_joules") and math.isfinite(v)
-                )
-                has_energy = any(k.endswith("_energy_joules") for k in merged.values)
-                steps_in_window = max(1, step - self._last_logged_step)
-                if has_energy:
-                    metrics[keys.TRAIN_ENERGY_JOULES_PER_STEP] = energy_j / steps_in_window
-                    if energy_j > 0:
-                        metrics[keys.TRAIN_SAMPLES_PER_JOULE] = n_samples / energy_j
+                metrics.update(self._energy_metrics(merged))
                 self._log_new_tags(trainer, merged.tags)
             self._overhead_s += time.perf_counter() - t0
             if self._sampler is not None:
                 metrics[keys.system_key("telemetry_overhead_milliseconds")] = (
                     self._overhead_s * 1000.0
                 )
-            for logger in trainer.loggers:
-                logger.log_metrics(metrics, step=step)
+            self._log_metrics(trainer, metrics, step)
         self._overhead_s = 0.0
         self._last_logged_step = step
         self._window_samples = 0
         self._window_start_s = t0  # the next window includes this step's logging time
+
+    def _energy_metrics(self, merged: Any) -> dict[str, float]:
+        """J/step and samples/J over the optimizer steps the window's samples cover.
+
+        Energy counters change only when a sample is taken, so the window's energy (sum of the
+        ``*_energy_joules`` deltas, all devices) belongs to the steps between the last sample of
+        the previous window that had one and the last sample of this window (samples carry the
+        step they were taken in). A window without samples logs nothing and passes its steps on.
+        """
+        energy = [v for k, v in merged.values.items() if k.endswith("_energy_joules")]
+        if not energy or not merged.rows:
+            return {}
+        last_step = max(int(r.get("global_step", 0)) for r in merged.rows)
+        first = self._energy_mark_step
+        if first is None:  # the first window: its samples cover the steps from the start
+            first = min(int(r.get("global_step", 0)) for r in merged.rows)
+        steps = max(1, last_step - first)
+        energy_j = sum(v for v in energy if math.isfinite(v))
+        out = {keys.TRAIN_ENERGY_JOULES_PER_STEP: energy_j / steps}
+        if energy_j > 0:
+            out[keys.TRAIN_SAMPLES_PER_JOULE] = self._energy_samples / energy_j
+            if self.tokens_per_sample is not None:
+                out[keys.TRAIN_TOKENS_PER_JOULE] = (
+                    self._energy_samples * self.tokens_per_sample / energy_j
+                )
+        self._energy_mark_step = last_step
+        self._energy_samples = 0.0
+        return out
+
+    def _log_metrics(self, trainer: L.Trainer, metrics: dict[str, float], step: int) -> None:
+        """Rank 0: log ``metrics`` at ``step``, leaving out keys that another writer owns.
+
+        A key the module logs itself (it is in ``trainer.callback_metrics``) is the module's; a
+        key MLflow's own system-metrics monitor writes into the run is the monitor's.
+        """
+        own = set(trainer.callback_metrics)
+        out = {k: v for k, v in metrics.items() if k not in own}
+        if self._skip_keys is not None:
+            out = {k: v for k, v in out.items() if not self._skip_keys.match(k)}
+        if not out:
+            return
+        if self._sink is not None and not self._sink.metrics_via_loggers:
+            self._sink.log_metrics(out, step)
+        for logger in trainer.loggers:
+            logger.log_metrics(out, step=step)
 
     # ------------------------------------------------------------------------------ tags, end
 
@@ -417,12 +508,8 @@ class TelemetryCallback(L.Callback):
             self._set_tags(trainer, new)
 
     def _set_tags(self, trainer: L.Trainer, tags: Mapping[str, str]) -> None:
-        from rle.tracking.logger import log_tags
-
-        for logger in trainer.loggers:
-            client, run_id = getattr(logger, "client", None), getattr(logger, "run_id", None)
-            if client is not None and run_id is not None:
-                log_tags(client, run_id, tags)
+        if self._sink is not None:
+            self._sink.set_tags(tags)
 
     def _finish(self, trainer: L.Trainer) -> None:
         """Rank 0: summaries, absent-RLE reasons and artifacts from every raw row of the job."""
@@ -472,8 +559,7 @@ class TelemetryCallback(L.Callback):
                 metrics[f"summary/{k}"] = float(vals.iloc[-1] - vals.iloc[0])
         metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
         if metrics:
-            for logger in trainer.loggers:
-                logger.log_metrics(metrics, step=step)
+            self._log_metrics(trainer, metrics, step)
         if tags:
             self._set_tags(trainer, tags)
         if self.write_artifacts:
@@ -517,12 +603,10 @@ class TelemetryCallback(L.Callback):
             frame.to_parquet(parquet, index=False)
             jsonl = Path(tmp) / "events.jsonl"
             jsonl.write_text("".join(json.dumps(e) + "\n" for e in events))
-            for logger in trainer.loggers:
-                client, run_id = getattr(logger, "client", None), getattr(logger, "run_id", None)
-                if client is None or run_id is None:
-                    continue
-                client.log_artifact(run_id, str(parquet), artifact_path="telemetry")
-                client.log_artifact(run_id, str(jsonl), artifact_path="telemetry")
+            if self._sink is not None:
+                self._sink.log_artifact(str(parquet), "telemetry")
+                if events:  # no events, no file (its absence means none)
+                    self._sink.log_artifact(str(jsonl), "telemetry")
 
 
 def _loggable_terms(terms: dict[str, float]) -> dict[str, float]:
@@ -543,6 +627,45 @@ def _belongs(key: str, device: str) -> bool:
     if device.startswith("gpu_"):
         return key.startswith(device + "_")
     return not key.startswith(("gpu_", "process_"))
+
+
+_HOST = socket.gethostname()
+
+
+def _loss_of(outputs: Any) -> torch.Tensor | None:
+    """The batch's loss from ``training_step``'s output (a tensor or ``{"loss": ...}``), if any."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs
+    if isinstance(outputs, Mapping):
+        loss = outputs.get("loss")
+        return loss if isinstance(loss, torch.Tensor) else None
+    return None
+
+
+def learning_rates(trainer: L.Trainer) -> dict[str, float]:
+    """LR of every optimizer and param group, keyed as Lightning's ``LearningRateMonitor`` names them.
+
+    Names come from a ``LearningRateMonitor`` itself (``lr-<Optimizer>``, ``/pg<i>`` or the group's
+    ``name`` with several groups, ``-<n>`` for repeated optimizer types, a scheduler's ``name``),
+    prefixed ``train/``.
+
+    Returns:
+        ``{"train/lr-AdamW": 0.001, ...}``; empty without optimizers.
+    """
+    monitor = LearningRateMonitor(logging_interval="step")
+    sched_names, with_sched, with_sched_types = monitor._find_names_from_schedulers(
+        trainer.lr_scheduler_configs
+    )
+    opt_names, without_sched = monitor._find_names_from_optimizers(
+        trainer.optimizers, seen_optimizers=with_sched, seen_optimizer_types=with_sched_types
+    )
+    out: dict[str, float] = {}
+    pairs = [(c.scheduler.optimizer, n) for c, n in zip(trainer.lr_scheduler_configs, sched_names)]
+    pairs += list(zip(without_sched, opt_names))
+    for optimizer, names in pairs:
+        for group, name in zip(optimizer.param_groups, names):
+            out[f"train/{name}"] = float(group["lr"])
+    return out
 
 
 def _batch_size(batch: Any) -> int:

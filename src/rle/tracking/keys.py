@@ -15,6 +15,7 @@ __all__ = [
     "TRAIN_LR",
     "TRAIN_SAMPLES_PER_JOULE",
     "TRAIN_SAMPLES_PER_SECOND",
+    "TRAIN_TOKENS_PER_JOULE",
     "TRAIN_TOKENS_PER_SECOND",
     "SYNTHETIC_DUTY_CYCLE_ACHIEVED",
     "SYNTHETIC_INTENSITY_TARGET",
@@ -69,6 +70,8 @@ TRAIN_ENERGY_JOULES_PER_STEP = "train/energy_joules_per_step"
 """Energy of all measured devices (counter deltas) over the window, per optimizer step, J."""
 TRAIN_SAMPLES_PER_JOULE = "train/samples_per_joule"
 """Training samples (all ranks) per joule of measured device energy over the window."""
+TRAIN_TOKENS_PER_JOULE = "train/tokens_per_joule"
+"""Training tokens (all ranks) per joule of measured device energy over the window."""
 SYNTHETIC_INTENSITY_TARGET = "synthetic/intensity_target"
 """Commanded duty cycle of the synthetic load in the step's period (fraction 0..1)."""
 SYNTHETIC_DUTY_CYCLE_ACHIEVED = "synthetic/duty_cycle_achieved"
