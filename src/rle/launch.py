@@ -79,12 +79,16 @@ def detect_launch(devices_per_node: int = 1) -> LaunchInfo:
 
 
 def external_world(launch: LaunchInfo) -> tuple[int, int] | None:
-    """``(devices per node, nodes)`` that torchrun announced, or ``None`` for other launchers.
+    """``(devices per node, nodes)`` that torchrun or SLURM announced, else ``None``.
 
     ``rle.train`` uses them where ``trainer.devices``/``trainer.num_nodes`` were left at 1, so
     ``torchrun --nproc_per_node=2 -m rle.train`` needs no matching Trainer arguments (Lightning
     refuses a mismatch).
     """
+    if launch.launcher == "slurm":
+        nodes = max(1, _int_env("SLURM_NNODES", 1))
+        per_node = _int_env("SLURM_NTASKS_PER_NODE", 0) or _int_env("SLURM_NTASKS", 1) // nodes
+        return max(1, per_node), nodes
     if launch.launcher != "torchelastic":
         return None
     local = max(1, _int_env("LOCAL_WORLD_SIZE", 1))

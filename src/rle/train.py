@@ -10,6 +10,7 @@ Examples::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -203,6 +204,9 @@ class _Preemption:
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    STUCK_GRACE_S = 3.0
+    """How long the main thread may stay inside C code (a DDP rendezvous) after a signal before
+    the watchdog ends the run ``KILLED`` and exits ``128 + signal`` itself."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -211,19 +215,75 @@ class _Preemption:
         self.finishing = False
         self._abort = False
         self._previous: dict[int, Any] = {}
+        self._wakeup: tuple[int, int] | None = None
+        self._previous_wakeup_fd = -1
+        self.on_stuck: Callable[[int], None] | None = None
 
-    def install(self) -> None:
-        """Install the handlers (main thread only; elsewhere signals stay as they are)."""
+    def install(self, on_stuck: Callable[[int], None] | None = None) -> None:
+        """Install the handlers (main thread only; elsewhere signals stay as they are).
+
+        Python runs signal handlers only between bytecodes, so a main thread blocked inside C
+        code (a torch.distributed rendezvous waiting for peers) would not see SIGTERM until the
+        call times out. The C-level handler also writes the signal number to a wake-up pipe
+        (:func:`signal.set_wakeup_fd`); a watchdog thread reading it calls ``on_stuck(signum)``
+        (end the run ``KILLED``) and exits the process when the Python handler has not run within
+        :attr:`STUCK_GRACE_S` seconds.
+
+        Args:
+            on_stuck: Called from the watchdog thread with the signal number before it exits.
+        """
         if threading.current_thread() is not threading.main_thread():
             return
         for s in self.SIGNALS:
             self._previous[s] = signal.signal(s, self._handle)
+        self.on_stuck = on_stuck
+        r, w = os.pipe()
+        os.set_blocking(w, False)
+        self._wakeup = (r, w)
+        self._previous_wakeup_fd = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, args=(r,), name="rle-signal-watchdog", daemon=True).start()
+
+    def _watch(self, fd: int) -> None:
+        import time
+
+        while True:
+            try:
+                data = os.read(fd, 1)
+            except OSError:
+                return
+            if not data:
+                return  # the pipe was closed by restore()
+            signum = data[0]
+            deadline = time.monotonic() + self.STUCK_GRACE_S
+            while time.monotonic() < deadline:
+                if self.signum is not None or self.finishing or self._wakeup is None:
+                    break  # the main thread handled it
+                if self.in_loop:
+                    break  # inside the training loop Lightning's and our handlers stop it
+                time.sleep(0.05)
+            else:
+                log.warning(
+                    "Received %s while the main thread is blocked (e.g. waiting for DDP peers): "
+                    "ending the run KILLED and exiting.",
+                    signal.Signals(signum).name,
+                )
+                try:
+                    if self.on_stuck is not None:
+                        self.on_stuck(signum)
+                finally:
+                    os._exit(128 + signum)
 
     def restore(self) -> None:
         """Put back the handlers found by :meth:`install`."""
         for s, handler in self._previous.items():
             signal.signal(s, handler if handler is not None else signal.SIG_DFL)
         self._previous.clear()
+        if self._wakeup is not None:
+            signal.set_wakeup_fd(self._previous_wakeup_fd)
+            r, w = self._wakeup
+            self._wakeup = None
+            os.close(w)
+            os.close(r)
 
     def abort_requested(self) -> bool:
         """Whether a signal arrived while the run was being ended."""
@@ -503,7 +563,9 @@ def run_training(cfg: DictConfig) -> RunResult | None:
     client = mlflow_logger.client
     status = "FAILED"
     try:
-        preempt.install()
+        preempt.install(
+            on_stuck=lambda signum: _end_stuck_run(location, run_id, mlflow_logger, signum)
+        )
         log_params(client, run_id, redactor.mapping({**flatten_config(cfg), **workload.params}))
         with tempfile.TemporaryDirectory() as tmp:
             cfg_path = Path(tmp) / "train.yaml"
@@ -530,6 +592,15 @@ def run_training(cfg: DictConfig) -> RunResult | None:
     if preempt.signum is not None:
         raise SystemExit(128 + preempt.signum)
     return RunResult(run_id, experiment_id, location.uri, status, int(trainer.global_step))
+
+
+def _end_stuck_run(location: Any, run_id: str, logger: Any, signum: int) -> None:
+    """From the signal watchdog: end the run ``KILLED`` directly (the main thread is blocked)."""
+    from rle.tracking.logger import end_run
+
+    with contextlib.suppress(Exception):
+        logger.finalize("KILLED")
+    end_run(location, run_id, "KILLED")
 
 
 def _instantiate_trainer(tc: DictConfig, **kwargs: Any) -> Any:

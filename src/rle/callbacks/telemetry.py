@@ -369,7 +369,7 @@ class TelemetryCallback(L.Callback):
                 device = node + local_device
                 stream = self._streams.get(device)
                 if stream is None:
-                    stream = self._streams[device] = RLEStream(device, self.profile)
+                    stream = self._streams[device] = RLEStream(local_device, self.profile)
                 point = stream.update({"timestamp": s.monotonic_s, **inp})
                 points.setdefault(device, []).append(point)
                 own = {k: v for k, v in s.values.items() if _belongs(k, local_device)}

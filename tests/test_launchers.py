@@ -1,0 +1,189 @@
+"""One MLflow run per job whatever launches it: rle.train alone, strategy=ddp, torchrun, SLURM.
+
+Real processes (gloo on CPU) into a real SQLite store. SLURM runs as two processes carrying the
+environment variables exactly as ``srun --ntasks=2`` on one node sets them (named as such: no
+slurmctld here), which is what Lightning's SLURMEnvironment reads.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from support.mlflow_server import free_port
+
+pytestmark = pytest.mark.slow
+
+ARGS = (
+    "workload=distilgpt2_tiny",
+    "trainer.max_steps=4",
+    "trainer.enable_progress_bar=false",
+    "telemetry=cpu_only",
+    "telemetry.sample_hz=5",
+    "data.block_size=32",
+    "data.batch_size=2",
+    "data.tokenizer_vocab_size=300",
+)
+TIMEOUT_S = 300
+
+
+def _env(root: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SLURM_"))}
+    env.update(RLE_PROJECT_ROOT=str(root), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def _torchrun() -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run"]
+
+
+def _start(cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _wait_all(procs: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
+    try:
+        for p, log in zip(procs, logs, strict=True):
+            assert p.wait(timeout=TIMEOUT_S) == 0, log.read_text()[-4000:]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+
+
+def _one_finished_run(root: Path, ranks: int, nodes: int = 1) -> None:
+    client = MlflowClient(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 1, [(r.info.run_name, r.info.status) for r in runs]
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert "telemetry.key_clash" not in run.data.tags
+    for r in range(ranks):
+        assert f"system/rank_{r}/process_cpu_percentage" in run.data.metrics
+    frame = pd.read_parquet(client.download_artifacts(run.info.run_id, "telemetry/samples.parquet"))
+    assert set(frame["rank"]) == set(range(ranks))
+    assert set(frame["node_rank"]) == set(range(nodes))
+    if nodes > 1:
+        for n in range(nodes):
+            assert f"system/node_{n}/system_memory_usage_percentage" in run.data.metrics
+        assert {f"node_{n}/cpu" for n in range(nodes)} <= set(frame["device"])
+
+
+def test_strategy_ddp_two_cpu_processes_is_one_run(tmp_path: Path) -> None:
+    log = tmp_path / "job.log"
+    cmd = [sys.executable, "-m", "rle.train", *ARGS, "trainer.devices=2", "trainer.strategy=ddp"]
+    _wait_all([_start(cmd, _env(tmp_path), tmp_path, log)], [log])
+    _one_finished_run(tmp_path, ranks=2)
+
+
+def test_torchrun_standalone_two_processes_is_one_run(tmp_path: Path) -> None:
+    log = tmp_path / "job.log"
+    cmd = [*_torchrun(), "--standalone", "--nproc_per_node=2", "-m", "rle.train", *ARGS]
+    _wait_all([_start(cmd, _env(tmp_path), tmp_path, log)], [log])
+    _one_finished_run(tmp_path, ranks=2)
+
+
+def test_torchrun_two_nodes_on_loopback_is_one_run(tmp_path: Path) -> None:
+    port = free_port()
+    procs, logs = [], []
+    for node in (0, 1):
+        logs.append(tmp_path / f"node{node}.log")
+        cmd = [
+            *_torchrun(),
+            "--nnodes=2",
+            f"--node_rank={node}",
+            "--nproc_per_node=1",
+            "--master_addr=127.0.0.1",
+            f"--master_port={port}",
+            "-m",
+            "rle.train",
+            *ARGS,
+        ]
+        procs.append(_start(cmd, _env(tmp_path), tmp_path, logs[-1]))
+    _wait_all(procs, logs)
+    _one_finished_run(tmp_path, ranks=2, nodes=2)
+
+
+def test_slurm_srun_environment_two_tasks_is_one_run(tmp_path: Path) -> None:
+    job_id = str(40000 + free_port() % 1000)
+    master_port = str(free_port())
+    procs, logs = [], []
+    for task in (0, 1):
+        env = _env(tmp_path)
+        env.update(  # what `srun --ntasks=2 --nodes=1` sets for each task (subset Lightning reads)
+            SLURM_JOB_ID=job_id,
+            SLURM_JOB_NAME="rle-test",
+            SLURM_NTASKS="2",
+            SLURM_NTASKS_PER_NODE="2",
+            SLURM_NNODES="1",
+            SLURM_NODEID="0",
+            SLURM_PROCID=str(task),
+            SLURM_LOCALID=str(task),
+            SLURM_NODELIST="127.0.0.1",
+            SLURM_STEP_NUM_TASKS="2",
+        )
+        env["MASTER_PORT"] = master_port
+        logs.append(tmp_path / f"task{task}.log")
+        cmd = [sys.executable, "-m", "rle.train", *ARGS]
+        procs.append(_start(cmd, env, tmp_path, logs[-1]))
+    _wait_all(procs, logs)
+    _one_finished_run(tmp_path, ranks=2)
+
+
+def test_sigterm_while_waiting_for_peers_exits_promptly_and_ends_the_run(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    env.update(NODE_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    log = tmp_path / "job.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "rle.train",
+        *ARGS,
+        "trainer.num_nodes=2",
+        "launch.rendezvous_timeout_s=600",
+    ]
+    proc = _start(cmd, env, tmp_path, log)
+    db = tmp_path / "mlruns" / "mlflow.db"
+    deadline = time.monotonic() + 120
+    client = MlflowClient(f"sqlite:///{db}")
+    while time.monotonic() < deadline:  # until the run exists (the rendezvous comes next)
+        if db.exists() and any(
+            client.search_runs([e.experiment_id for e in client.search_experiments()])
+        ):
+            break
+        time.sleep(0.5)
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM, log.read_text()[-3000:]
+    finally:
+        proc.kill()
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.info.status for r in runs] == ["KILLED"]
+
+
+def test_rendezvous_that_cannot_complete_fails_within_the_timeout(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    env.update(NODE_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    cmd = [
+        sys.executable,
+        "-m",
+        "rle.train",
+        *ARGS,
+        "trainer.num_nodes=2",
+        "launch.rendezvous_timeout_s=5",
+    ]
+    out = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert out.returncode != 0
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.info.status for r in runs] == ["FAILED"]
