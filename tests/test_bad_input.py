@@ -98,7 +98,9 @@ TRAINING: dict[str, Bad] = {
     "precision": Bad(("trainer.precision=99",), ConfigError, r"Precision 99 is invalid"),
     "strategy": Bad(("trainer.strategy=bogus",), ConfigError, r"invalid strategy name"),
     "clip algorithm": Bad(
-        ("trainer.gradient_clip_algorithm=l3",), ConfigError, r"`gradient_clip_algorithm` l3 is invalid"
+        ("trainer.gradient_clip_algorithm=l3",),
+        ConfigError,
+        r"`gradient_clip_algorithm` l3 is invalid",
     ),
     "devices 0": Bad(("trainer.devices=0",), ConfigError, r"Trainer\(devices=0\)"),
     "devices too many": Bad(
@@ -290,9 +292,18 @@ def test_bad_training_input_gives_its_error_and_no_run(
 
 COMPOSE: dict[str, tuple[tuple[str, ...], str]] = {
     "unknown workload": (("workload=gpt9",), r"Could not find 'workload/gpt9'"),
-    "max_steps text": (("trainer.max_steps=many",), r"Value 'many' of type 'str' could not be converted to Integer"),
-    "cpu_power mode": (("telemetry.cpu_power=guess",), r"Invalid value 'guess', expected one of \[measured, estimated\]"),
-    "sample_hz text": (("telemetry.sample_hz=fast",), r"Value 'fast' of type 'str' could not be converted to Float"),
+    "max_steps text": (
+        ("trainer.max_steps=many",),
+        r"Value 'many' of type 'str' could not be converted to Integer",
+    ),
+    "cpu_power mode": (
+        ("telemetry.cpu_power=guess",),
+        r"Invalid value 'guess', expected one of \[measured, estimated\]",
+    ),
+    "sample_hz text": (
+        ("telemetry.sample_hz=fast",),
+        r"Value 'fast' of type 'str' could not be converted to Float",
+    ),
     "unknown key": (("trainer.nope=1",), r"Could not override 'trainer\.nope'"),
 }
 """Bad inputs the typed schema refuses when the config is composed (Hydra's own messages)."""

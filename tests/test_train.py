@@ -171,5 +171,3 @@ def test_telemetry_none_logs_train_metrics_only(tiny_cfg: Callable[..., DictConf
     metrics = _client().get_run(result.run_id).data.metrics
     assert set(metrics) >= TRAIN_KEYS
     assert not [k for k in metrics if k.startswith(("system/", "rle/"))]
-
-

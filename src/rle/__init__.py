@@ -33,11 +33,13 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
-    from rle.callbacks.telemetry import TelemetryCallback
-    from rle.evaluate import run_evaluation
-    from rle.metric import RLEStream, compute
-    from rle.tracking.reader import RunReader, Selection
-    from rle.train import run_training
+    from rle.callbacks.telemetry import TelemetryCallback as TelemetryCallback
+    from rle.evaluate import run_evaluation as run_evaluation
+    from rle.metric import RLEStream as RLEStream
+    from rle.metric import compute as compute
+    from rle.tracking.reader import RunReader as RunReader
+    from rle.tracking.reader import Selection as Selection
+    from rle.train import run_training as run_training
 
 
 def __getattr__(name: str) -> Any:

@@ -376,7 +376,7 @@ def _workload_tags(parsed: ParsedFile, session: ParsedSession | None) -> dict[st
             ("metadata.model_name", meta.get("model_name")),
             ("analysis.model", (session.analysis or {}).get("model")),
         ]
-    elif monitoring.get("synthetic_load") is True:
+    elif (monitoring or {}).get("synthetic_load") is True:
         return {keys.TAG_WORKLOAD: "synthetic_load", "rle.workload_source": "metadata.monitoring"}
     for source, value in candidates:
         label = _workload_label(value)

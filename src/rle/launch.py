@@ -63,7 +63,8 @@ def detect_launch(devices_per_node: int = 1) -> LaunchInfo:
     Returns:
         The :class:`LaunchInfo`.
     """
-    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+    from lightning.fabric.plugins.environments.slurm import SLURMEnvironment
+    from lightning.fabric.plugins.environments.torchelastic import TorchElasticEnvironment
 
     if TorchElasticEnvironment.detect():
         return LaunchInfo(

@@ -28,9 +28,7 @@ log = logging.getLogger(__name__)
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _CHECKOUT_ROOT = _PACKAGE_DIR.parents[1]
-_IN_CHECKOUT = (
-    _PACKAGE_DIR.parent.name == "src" and (_CHECKOUT_ROOT / "pyproject.toml").is_file()
-)
+_IN_CHECKOUT = _PACKAGE_DIR.parent.name == "src" and (_CHECKOUT_ROOT / "pyproject.toml").is_file()
 _LAUNCH_DIR = Path.cwd().resolve()
 """The working directory when ``rle`` was first imported: the launch directory of a CLI."""
 

@@ -241,7 +241,9 @@ class _Preemption:
         os.set_blocking(w, False)
         self._wakeup = (r, w)
         self._previous_wakeup_fd = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
-        threading.Thread(target=self._watch, args=(r,), name="rle-signal-watchdog", daemon=True).start()
+        threading.Thread(
+            target=self._watch, args=(r,), name="rle-signal-watchdog", daemon=True
+        ).start()
 
     def _watch(self, fd: int) -> None:
         import time
@@ -536,7 +538,10 @@ def run_training(cfg: DictConfig) -> RunResult | None:
     name = workload_name(cfg)
     experiment_name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or str(tracking.experiment_name)
     run_name = redactor.text(
-        str(cfg.run_name or f"{name}-{trainer.num_devices * trainer.num_nodes}x{_accelerator_name(trainer)}")
+        str(
+            cfg.run_name
+            or f"{name}-{trainer.num_devices * trainer.num_nodes}x{_accelerator_name(trainer)}"
+        )
     )
     tags = {
         "workload": name,

@@ -89,7 +89,9 @@ def _history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, flo
     return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
 
 
-def test_lightning_mlflow_logger_gets_metrics_tags_and_samples_on_the_modules_steps(uri: str) -> None:
+def test_lightning_mlflow_logger_gets_metrics_tags_and_samples_on_the_modules_steps(
+    uri: str,
+) -> None:
     logger = MLFlowLogger(experiment_name="mine", tracking_uri=uri)
     _trainer(logger).fit(LoggingModule(step_sleep_s=0.06))
     client = MlflowClient(uri)
@@ -109,7 +111,11 @@ def test_lightning_mlflow_logger_gets_metrics_tags_and_samples_on_the_modules_st
     for (_, a), (_, b) in zip(ours, theirs, strict=True):
         assert a == pytest.approx(b, rel=1e-6)
     # hardware metrics share those steps
-    assert [s for s, _ in _history(client, logger.run_id, "system/gpu_0_power_usage_watts")] == [1, 3, 5]
+    assert [s for s, _ in _history(client, logger.run_id, "system/gpu_0_power_usage_watts")] == [
+        1,
+        3,
+        5,
+    ]
     # the module logs train/loss itself: rle does not write it a second time
     assert [s for s, _ in _history(client, logger.run_id, "train/loss")] == [1, 3, 5]
 
@@ -129,12 +135,16 @@ def test_a_fluent_run_without_a_lightning_logger_gets_everything(uri: str) -> No
     assert [s for s, _ in _history(client, run_id, "train/loss")] == [0, 1, 2, 3]
     assert "rle/gpu_0/rle_smoothed" in run.data.metrics
     assert run.data.tags["power_source.gpu_0"] == "fake"
-    assert "telemetry/samples.parquet" in [a.path for a in client.list_artifacts(run_id, "telemetry")]
+    assert "telemetry/samples.parquet" in [
+        a.path for a in client.list_artifacts(run_id, "telemetry")
+    ]
 
 
 def test_no_mlflow_route_is_a_clear_error_at_setup() -> None:
     assert mlflow.active_run() is None
-    with pytest.raises(MisconfigurationException, match=r"MLFlowLogger.*mlflow\.start_run.*rle\.train"):
+    with pytest.raises(
+        MisconfigurationException, match=r"MLFlowLogger.*mlflow\.start_run.*rle\.train"
+    ):
         _trainer(False, steps=2).fit(TinyModule())
 
 

@@ -1,4 +1,4 @@
-"""Put training steps and hardware telemetry on one time axis (``rle-metric.md`` §8.1).
+"""Put training steps and hardware telemetry on one time axis (``docs/rle-metric.md`` §8.1).
 
 Every optimizer step has a time: the wall-clock timestamp MLflow stored with its metrics (UTC epoch
 seconds). Telemetry samples carry their own UTC epoch seconds (``wall_time_s``). This module:

@@ -1,7 +1,7 @@
 """Reproduced vs stored numbers, field by field (one comparison for ingest and evaluate).
 
 The lab's analyses are reproduced from an imported bundle's original files and compared with what
-the lab stored (``analysis_<id>.json``, rle-metric.md §6.5: "legacy correlation outputs to
+the lab stored (``analysis_<id>.json``, docs/rle-metric.md §6.5: "legacy correlation outputs to
 1e-6"). Both :mod:`rle.ingest` (at import) and the evaluation's ``legacy_joint_session`` method
 compare with :func:`compare_fields`, so they agree on what "matches" means:
 

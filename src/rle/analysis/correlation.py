@@ -552,7 +552,7 @@ class SpikeCollapse:
         threshold: Spike threshold (mean + k·std), grad_norm units.
         n_spikes: Spikes (runs of consecutive spike steps, each timed at its maximum).
         n_spike_steps: Steps above the threshold, not merged: the lab's own spike count
-            ("every step above mean + 1 std", rle-metric.md §8.3).
+            ("every step above mean + 1 std", docs/rle-metric.md §8.3).
         n_events: Collapse events starting in the training interval.
         matched_spikes: Spikes with an event start within ±window.
         matched_events: Events with a spike within ±window.

@@ -333,7 +333,7 @@ def legacy_spikes(
             missing values (the summary entry) are ignored.
         k: Threshold in standard deviations (the lab: 1).
         ddof: Delta degrees of freedom of the standard deviation (1: pandas' ``Series.std``, as
-            rle-metric.md §8.1 prescribes; 0: NumPy's ``np.std``).
+            docs/rle-metric.md §8.1 prescribes; 0: NumPy's ``np.std``).
 
     Returns:
         ``{"steps": finite values, "mean_grad_norm", "std_grad_norm", "threshold",

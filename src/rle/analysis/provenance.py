@@ -1,6 +1,6 @@
 """Where each device's RLE inputs came from, and which numbers are therefore not measurements.
 
-A device's RLE is only as real as its inputs (``rle-metric.md`` §2.7, §2.8, §6.5). The v2 monitor
+A device's RLE is only as real as its inputs (``docs/rle-metric.md`` §2.7, §2.8, §6.5). The v2 monitor
 wrote the constant **125 W** as CPU power and fell back to **50 °C** for the CPU temperature
 (§3), so a v2 CPU "RLE" is ``0.468 × util`` and says nothing about power or heat; older v0.3
 builds logged a CPU α of 0 (tag ``rle.excluded.<device>``). This module decides per run and
@@ -47,7 +47,7 @@ PLACEHOLDER_VALUES: dict[str, tuple[float, str]] = {
 the 50 °C temperature fallback. An input equal to one of these in every sample is a placeholder."""
 
 V2_COLLAPSE_REASON = (
-    "N/A: v2 collapse flags are discarded by design (rle-metric.md §4.2: a one-sample drop test "
+    "N/A: v2 collapse flags are discarded by design (docs/rle-metric.md §4.2: a one-sample drop test "
     "without gates or hysteresis, not a detector)"
 )
 """The spike–collapse note of an imported v2 recording."""
@@ -140,7 +140,7 @@ def standard_samples(table: pd.DataFrame | None) -> pd.DataFrame | None:
             out[col] = pd.to_numeric(out[col], errors="coerce").mask(fake)
     if "workload_state" in out and "collapse" in out:
         # a v2 recording (the only format with workload_state): its `collapse` is a one-sample
-        # drop test without gates or hysteresis, never reported as events (rle-metric.md §4.2, D3)
+        # drop test without gates or hysteresis, never reported as events (docs/rle-metric.md §4.2, D3)
         out["collapse"] = np.nan
     return out
 
@@ -248,7 +248,7 @@ def device_provenance(
             p.evidence.append(f"tag rle.excluded.{device}={excluded_tag}")
             p.rle_reason = (
                 f"N/A: {device}'s RLE is excluded by the importer (rle.excluded.{device}="
-                f"{excluded_tag}: older builds logged α = 0, rle-metric.md §2.7)"
+                f"{excluded_tag}: older builds logged α = 0, docs/rle-metric.md §2.7)"
             )
         if v2:
             p.collapse_reason = V2_COLLAPSE_REASON
@@ -257,7 +257,7 @@ def device_provenance(
         elif p.temperature in ("absent", "none"):
             p.collapse_reason = (
                 f"N/A: no collapse detection on {device}: no temperature sensor "
-                f"(temp_source={p.temperature}), so the detector is disabled (rle-metric.md §2.8)"
+                f"(temp_source={p.temperature}), so the detector is disabled (docs/rle-metric.md §2.8)"
             )
         out[device] = p
     return out

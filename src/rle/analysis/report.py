@@ -437,7 +437,7 @@ _LEGACY_PAIRS: dict[str, tuple[str, str]] = {
 }
 """The lab's correlation fields and the ``default`` pairs that measure the same thing."""
 
-_WHAT_CHANGED = """### What changed and why (rle-metric.md §9)
+_WHAT_CHANGED = """### What changed and why (docs/rle-metric.md §9)
 
 - **Devices are never pooled (C3).** `legacy_joint_session` uses the v2 GPU rows only, but the
   lab's headline lag numbers (`legacy_lag_report`) interleave CPU and GPU rows in one series with

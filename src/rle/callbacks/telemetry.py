@@ -88,7 +88,7 @@ _RLE_TERM_KEYS = {
     "rolling_peak": "rolling_peak",
     "collapse": "collapse",
 }
-"""rle.metric output column -> MLflow term name (rle-metric.md §5)."""
+"""rle.metric output column -> MLflow term name (docs/rle-metric.md §5)."""
 
 _RLE_INPUT_COLUMNS = ("util_pct", "temp_c", "power_w", "rated_w", "limit_c")
 
@@ -117,7 +117,7 @@ class TelemetryCallback(L.Callback):
             hardware (:data:`rle.telemetry.DEFAULT_SOURCES`: psutil host and process, NVML, RAPL,
             hwmon); an empty mapping logs ``train/*`` only.
         sample_hz: Sampling rate of the background sampler, Hz (default 1; tested to 10).
-        rle: ``telemetry.rle`` node: ``profile`` plus overrides (rle-metric.md §10); ``None``
+        rle: ``telemetry.rle`` node: ``profile`` plus overrides (docs/rle-metric.md §10); ``None``
             values mean "the profile's value".
         cpu_rated_w: Rated CPU package power, W, for α when RAPL gives no long-term limit.
         tokens_per_sample: Tokens per training sample, for ``train/tokens_per_second``.
@@ -157,7 +157,7 @@ class TelemetryCallback(L.Callback):
         self._reset()
 
     def _reset(self) -> None:
-        self._grad_norm: torch.Tensor | None = None
+        self._grad_norm: float | None = None
         self._stepped = False
         self._window_samples = 0
         self._window_start_s = 0.0
@@ -176,7 +176,9 @@ class TelemetryCallback(L.Callback):
         self._sink: Any = None
         self._skip_keys: Any = None  # MLflow monitor's keys, when it writes into the run
         self._node_prefix = ""
-        self._energy_mark_step: int | None = None  # step of the last sample of the last energy window
+        self._energy_mark_step: int | None = (
+            None  # step of the last sample of the last energy window
+        )
         self._energy_samples = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
@@ -333,9 +335,7 @@ class TelemetryCallback(L.Callback):
         window.sampling_time_s = summary.sampling_time_s
         process_keys = {k for k in summary.values if k.startswith("process_")}
         node = self._node_prefix  # "" on one node, "node_<r>/" on several
-        window.values = {
-            node + k: v for k, v in summary.values.items() if k not in process_keys
-        }
+        window.values = {node + k: v for k, v in summary.values.items() if k not in process_keys}
         window.values.update(
             prefix_keys({k: summary.values[k] for k in process_keys}, f"rank_{rank}/")
         )
@@ -420,7 +420,7 @@ class TelemetryCallback(L.Callback):
                 metrics[keys.TRAIN_LOSS] = float(loss_mean)
             if self._grad_norm is not None:
                 metrics[keys.TRAIN_GRAD_NORM] = self._grad_norm
-            if not any(isinstance(c, LearningRateMonitor) for c in trainer.callbacks):
+            if not any(isinstance(c, LearningRateMonitor) for c in trainer.callbacks):  # type: ignore[attr-defined]
                 metrics.update(learning_rates(trainer))
             n_samples = float(samples)
             samples_per_s = n_samples / elapsed_s
@@ -614,7 +614,7 @@ def _loggable_terms(terms: dict[str, float]) -> dict[str, float]:
 
     No power source gives α = NaN and RLE = NaN: the device logs no ``rle/`` key at all (the
     leftover terms such as stability would suggest a measurement). Without temperature the
-    collapse detector is disabled (rle-metric.md §2.8), so ``collapse`` is not logged as 0.
+    collapse detector is disabled (docs/rle-metric.md §2.8), so ``collapse`` is not logged as 0.
     """
     if not math.isfinite(terms.get("rle_raw", math.nan)):
         return {}
@@ -660,10 +660,13 @@ def learning_rates(trainer: L.Trainer) -> dict[str, float]:
         trainer.optimizers, seen_optimizers=with_sched, seen_optimizer_types=with_sched_types
     )
     out: dict[str, float] = {}
-    pairs = [(c.scheduler.optimizer, n) for c, n in zip(trainer.lr_scheduler_configs, sched_names)]
-    pairs += list(zip(without_sched, opt_names))
+    pairs = [
+        (c.scheduler.optimizer, n)
+        for c, n in zip(trainer.lr_scheduler_configs, sched_names, strict=True)
+    ]
+    pairs += list(zip(without_sched, opt_names, strict=True))
     for optimizer, names in pairs:
-        for group, name in zip(optimizer.param_groups, names):
+        for group, name in zip(optimizer.param_groups, names, strict=True):
             out[f"train/{name}"] = float(group["lr"])
     return out
 

@@ -511,6 +511,16 @@ class _WriterState:
         "devices", "dev", "epoch", "index", "last_row", "last_t", "n_ticks", "part", "reasons",
         "tick_devs",
     )  # fmt: skip
+    devices: Any
+    dev: Any
+    epoch: int
+    index: int
+    last_row: Any
+    last_t: Any
+    n_ticks: int
+    part: int
+    reasons: Any
+    tick_devs: Any
 
     def __init__(self, **kw: Any) -> None:
         for k in self.__slots__:
@@ -836,11 +846,11 @@ class _Assigner:
             row_writer[row] = w_idx
             row_part[row] = part
         self.restarts = best_h.restarts
-        writers = [
+        recovered = [
             _Writer(w.index, w.epoch, list(w.reasons))
             for w in sorted(best_h.writers, key=lambda x: x.index)
         ]
-        return row_writer, row_part, writers
+        return row_writer, row_part, recovered
 
 
 def _smoothing_window(

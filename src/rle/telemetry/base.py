@@ -56,7 +56,7 @@ RANK: Final[Scope] = "rank"
 """Scope of a source that measures one DDP rank (its process, its GPUs)."""
 
 CPU_DEFAULT_LIMIT_C: Final[float] = 80.0
-"""Default CPU temperature limit of the RLE index in °C (``rle-metric.md`` §2.8)."""
+"""Default CPU temperature limit of the RLE index in °C (``docs/rle-metric.md`` §2.8)."""
 
 
 @runtime_checkable
@@ -400,7 +400,7 @@ def rle_inputs(
             limit (``cpu_package_power_limit_watts``) is not in ``values``.
         cpu_limit_c: CPU temperature limit in °C.
         previous_values: The previous sample's values. With ``interval_s``, a GPU's power is the
-            mean over the interval from its energy counter (``rle-metric.md`` §2.8) instead of
+            mean over the interval from its energy counter (``docs/rle-metric.md`` §2.8) instead of
             NVML's power reading, where both samples carry the counter.
         interval_s: Monotonic time between the previous sample and this one, seconds.
 

@@ -14,7 +14,7 @@ Three sources, so that host-wide and per-process quantities stay separable:
 Utilisation is computed from each source's own ``psutil.cpu_times()`` deltas (psutil's formula),
 not from ``psutil.cpu_percent()``, whose module-level state would be shared between sources
 sampled from the same thread. Every source primes its baseline in ``__init__``, so its first
-reading covers the time since construction instead of being 0 (``rle-metric.md`` M11).
+reading covers the time since construction instead of being 0 (``docs/rle-metric.md`` M11).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """NVIDIA GPUs through NVML; the only module of ``rle`` that imports ``pynvml`` (nvidia-ml-py).
 
-Design (``conventions.md`` 5):
+Design (``docs/conventions.md`` 5):
 
 * ``pynvml`` is imported guarded and no NVML function runs at import time; ``nvmlInit`` runs
   once per source in ``__init__`` and is balanced by ``nvmlShutdown`` in ``close()`` (NVML counts

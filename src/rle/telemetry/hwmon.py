@@ -1,6 +1,6 @@
 """CPU package temperature from Linux hwmon, with thermal zones as fallback.
 
-Sensors are matched by **exact** driver name and label, never fuzzily (``rle-metric.md`` I4):
+Sensors are matched by **exact** driver name and label, never fuzzily (``docs/rle-metric.md`` I4):
 
 * ``coretemp`` (Intel): labels ``Package id <N>``;
 * ``k10temp`` and ``zenpower`` (AMD): label ``Tdie`` when present, else ``Tctl`` (``Tctl`` may

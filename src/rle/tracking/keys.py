@@ -1,6 +1,6 @@
 """Metric, param and tag names shared by every writer and reader of ``rle`` runs.
 
-The single source of the key names listed in ``rle-metric.md`` §5: telemetry under ``system/``
+The single source of the key names listed in ``docs/rle-metric.md`` §5: telemetry under ``system/``
 (MLflow's own names where the quantity is the same), the RLE index under ``rle/<device>/`` and the
 training dynamics under ``train/``. Units are part of the names (MLflow's spelling: ``_percentage``,
 ``_megabytes`` = bytes / 1e6, ``_watts``, ``_celsius``, ``_joules``, ``_megahertz``, ``_seconds``).
@@ -204,7 +204,7 @@ _LEGACY_RLE_NAMES = {
 
 
 def legacy_column_key(device: str, column: str) -> str | None:
-    """Return our metric key for a column of the RLE lab's CSVs (``rle-metric.md`` §5 mapping).
+    """Return our metric key for a column of the RLE lab's CSVs (``docs/rle-metric.md`` §5 mapping).
 
     Args:
         device: ``"gpu_<i>"`` or ``"cpu"``.

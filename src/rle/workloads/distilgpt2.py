@@ -1,4 +1,4 @@
-"""DistilGPT-2 causal-LM fine-tuning as a LightningModule (conventions.md, decision 5).
+"""DistilGPT-2 causal-LM fine-tuning as a LightningModule (docs/conventions.md, decision 5).
 
 Weights and tokenizer are pretrained when they can be had, in this order: ``model.path`` (a local
 ``save_pretrained`` directory), the Hugging Face cache (``local_files_only=True``), the hub (only
@@ -19,7 +19,7 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import lightning as L
@@ -36,7 +36,16 @@ from transformers import (
 
 from rle.errors import ConfigError
 
-__all__ = ["DistilGPT2Module", "ModelBundle", "build_model_and_tokenizer", "hub_reachable"]
+if TYPE_CHECKING:
+    from rle.workloads import Workload
+
+__all__ = [
+    "DistilGPT2Module",
+    "build_workload",
+    "ModelBundle",
+    "build_model_and_tokenizer",
+    "hub_reachable",
+]
 
 log = logging.getLogger(__name__)
 
@@ -362,9 +371,3 @@ def build_workload(cfg: Any, intra_op_threads: int | None) -> Workload:
         },
         tokens_per_sample=int(cfg.data.block_size),
     )
-
-
-def _build_synthetic(cfg: DictConfig, intra_op_threads: int | None) -> Workload:
-    from rle.workloads.synthetic import build_synthetic_workload
-
-    return build_synthetic_workload(cfg, intra_op_threads)

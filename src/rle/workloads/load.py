@@ -1,4 +1,4 @@
-"""Duty-cycle load: intensity patterns, the period scheduler and CPU worker processes (rle-metric.md §7.2).
+"""Duty-cycle load: intensity patterns, the period scheduler and CPU worker processes (docs/rle-metric.md §7.2).
 
 Intensity is a duty cycle: in each period of ``period_s`` seconds the load works for
 ``intensity * period_s`` seconds, measured on the monotonic clock, and sleeps for the rest. Periods

@@ -1,4 +1,4 @@
-"""Synthetic duty-cycle load as a LightningModule: one period per optimizer step (rle-metric.md §7.2).
+"""Synthetic duty-cycle load as a LightningModule: one period per optimizer step (docs/rle-metric.md §7.2).
 
 Each optimizer step of :class:`SyntheticLoadModule` is one duty-cycle period of ``period_s``
 seconds: a real training step (forward and backward of a two-layer matmul MLP, gradient clipping,

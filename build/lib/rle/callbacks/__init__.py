@@ -1,0 +1,1 @@
+"""Lightning callbacks: the step axis, telemetry and training dynamics logged on it."""

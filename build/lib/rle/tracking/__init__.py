@@ -1,0 +1,1 @@
+"""MLflow I/O: key names, run lifecycle, the logger, readers."""

@@ -1,0 +1,372 @@
+"""Hydra multirun as MLflow parent/child runs, with a response curve on the parent.
+
+:class:`MLflowSweepCallback` (a Hydra callback, registered in ``conf/hydra/default.yaml``) creates
+one **parent run** when a multirun starts (tag ``rle.sweep_id``, the sweep's overrides as params)
+and writes its id into the sweep directory; each job's run becomes a **child** (tag
+``mlflow.parentRunId``, ``rle.sweep_id``; its overrides as params and tag ``rle.overrides``), so the
+MLflow UI groups and compares them. When the sweep ends, the parent gets a response curve
+(``response_curve/response_curve.csv`` and ``.png``): each swept parameter against mean
+utilisation, mean/p95 power, peak temperature, energy and mean RLE across its children (NaN where
+a sensor is missing), plus the counts of children that finished and failed.
+
+The parent's params (``sweep.<key>``) and name pass through :class:`rle.tracking.redact.Redactor`
+like a job's: a secret override (``+workload.api_token=...``), a credential-shaped value or the
+value of a secret environment variable is stored as ``***REDACTED***``.
+
+:class:`RedactHydraOutputs` (another Hydra callback) rewrites the files Hydra itself writes under
+``outputs/`` and ``multirun/`` (``.hydra/*.yaml``, ``multirun.yaml``) with the same redaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import re
+import tempfile
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from rle import paths
+from rle.tracking.redact import MULTIRUN_FILE, Redactor, redact_hydra_files, redact_hydra_output_dir
+
+__all__ = [
+    "PARENT_FILE",
+    "MLflowSweepCallback",
+    "RedactHydraOutputs",
+    "parent_run_for_job",
+    "response_curve",
+]
+
+log = logging.getLogger(__name__)
+
+PARENT_FILE = ".rle_parent_run"
+"""File in the Hydra sweep directory holding ``<parent run id> <sweep id>``."""
+
+_RESPONSES: Sequence[tuple[str, str]] = (
+    ("util_mean_percentage", r"^summary/(cpu|gpu_\d+)_utilization_mean_percentage$"),
+    ("power_mean_watts", r"^summary/.*_power_mean_watts$"),
+    ("power_p95_watts", r"^summary/.*_power_p95_watts$"),
+    ("temperature_peak_celsius", r"^summary/.*_temperature_max_celsius$"),
+    ("energy_joules", r"^summary/.*_energy_joules$"),
+    ("rle_mean", r"^rle/.*/rle_smoothed_mean$"),
+    ("duty_cycle_achieved", r"^synthetic/duty_cycle_achieved$"),
+)
+
+
+def _redactor(config: Any) -> Redactor:
+    """The redactor for a (multirun) config: its ``tracking.secret_pattern``, else the default."""
+    pattern = None
+    with contextlib.suppress(Exception):  # a config without tracking (or not a DictConfig)
+        pattern = config.tracking.get("secret_pattern")
+    return Redactor(pattern or None)
+
+
+def _sweep_params(config: DictConfig, redactor: Redactor | None = None) -> dict[str, str]:
+    """The sweep's overrides (``sweep.<key>`` -> ``v1,v2``) from the multirun config, redacted.
+
+    Args:
+        config: The multirun config (``hydra.overrides.task``).
+        redactor: The redactor (``None``: the config's, see :func:`_redactor`). A secret key's
+            value becomes ``***REDACTED***``; secret text inside other values is replaced.
+    """
+    r = redactor or _redactor(config)
+    out: dict[str, str] = {}
+    for o in config.hydra.overrides.task:
+        key, _, value = str(o).partition("=")
+        out[f"sweep.{key.lstrip('+~')}"] = value
+    r.learn_overrides(str(o) for o in config.hydra.overrides.task)
+    return {k: str(v) for k, v in r.mapping(out).items()}
+
+
+def _ensure_location(config: DictConfig) -> paths.TrackingLocation:
+    uri = config.get("tracking", {}).get("uri") if "tracking" in config else None
+    return paths.resolve_tracking(uri)
+
+
+class MLflowSweepCallback(Callback):
+    """Hydra callback: one MLflow parent run per multirun, children attached by the jobs."""
+
+    def __init__(self) -> None:
+        self.parent_run_id: str | None = None
+        self.location: paths.TrackingLocation | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Create the parent run and publish its id in the sweep directory."""
+        import os
+
+        from rle.tracking.logger import client_for, create_run, log_params
+
+        self.location = _ensure_location(config)
+        experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or str(
+            config.tracking.experiment_name
+        )
+        sweep_id = uuid.uuid4().hex[:12]
+        redactor = _redactor(config)
+        params = _sweep_params(config, redactor)
+        name = "sweep " + " ".join(f"{k.removeprefix('sweep.')}={v}" for k, v in params.items())
+        _, self.parent_run_id = create_run(
+            self.location,
+            experiment,
+            redactor.text(name)[:250],
+            {"rle.sweep_id": sweep_id, "rle.role": "sweep_parent"},
+        )
+        log_params(client_for(self.location), self.parent_run_id, params)
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / PARENT_FILE).write_text(f"{self.parent_run_id} {sweep_id}\n")
+        log.info("Sweep %s: MLflow parent run %s", sweep_id, self.parent_run_id)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Count the children, attach the response curve and end the parent run."""
+        if self.parent_run_id is None or self.location is None:
+            return
+        from rle.tracking.logger import client_for, end_run, log_tags
+
+        client = client_for(self.location)
+        parent = client.get_run(self.parent_run_id)
+        children = client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}'",
+        )
+        statuses = [c.info.status for c in children]
+        log_tags(
+            client,
+            self.parent_run_id,
+            {
+                "rle.children.total": len(children),
+                "rle.children.finished": statuses.count("FINISHED"),
+                "rle.children.failed": statuses.count("FAILED"),
+                "rle.children.killed": statuses.count("KILLED"),
+            },
+        )
+        swept = [
+            k.removeprefix("sweep.")
+            for k, v in parent.data.params.items()
+            if k.startswith("sweep.") and _is_sweep_value(v)
+        ]
+        rows = []
+        for c in children:
+            row: dict[str, Any] = {"run_id": c.info.run_id, "status": c.info.status}
+            for key in swept:
+                row[key] = _param_value(c.data.params.get(key))
+            row.update(_responses(_run_means(client, c.info.run_id, c.data.metrics)))
+            rows.append(row)
+        if rows:
+            _log_response_curve(client, self.parent_run_id, rows, swept)
+        failed = statuses.count("FAILED") + statuses.count("KILLED")
+        end_run(
+            self.location,
+            self.parent_run_id,
+            "FAILED" if children and failed == len(children) else "FINISHED",
+        )
+        log.info(
+            "Sweep parent %s: %d children, %d failed", self.parent_run_id, len(children), failed
+        )
+
+
+class RedactHydraOutputs(Callback):
+    """Hydra callback: keep secrets out of the files Hydra writes under ``outputs/`` and ``multirun/``.
+
+    Hydra saves ``<job dir>/.hydra/{config,hydra,overrides}.yaml`` just before ``on_job_start``
+    and the basic sweeper saves ``<sweep dir>/multirun.yaml`` before the first job. This callback
+    rewrites them redacted (:func:`rle.tracking.redact.redact_hydra_output_dir`: valid YAML, mode
+    600) in ``on_job_start`` (before the task runs, so a job killed later leaves no secret
+    behind), ``on_job_end``, ``on_run_end`` and ``on_multirun_end``. Secret names come from the
+    config's ``tracking.secret_pattern`` (else the default), secret values from the environment
+    and from the files themselves (values of secret keys and overrides).
+
+    Never raises for a file: one that cannot be rewritten (``OSError``) is reported with
+    ``log.error`` naming it, and the job goes on. Hydra's job log (``<job>.log``) is not rewritten;
+    it holds only what the job logs, which goes through the redactor.
+    """
+
+    def _redact(self, config: Any, *keys: str) -> None:
+        from omegaconf import OmegaConf
+
+        subdir = str(OmegaConf.select(config, "hydra.output_subdir", default=".hydra") or ".hydra")
+        redactor = _redactor(config)
+        for key in keys:
+            try:
+                where = OmegaConf.select(config, key, default=None)
+            except Exception:  # noqa: BLE001 (unresolvable: nothing Hydra wrote there)
+                where = None
+            if where is None:
+                continue
+            try:
+                redact_hydra_output_dir(str(where), redactor, subdir)
+            except OSError as e:
+                log.error("Could not redact Hydra's files under %s: %s", where, e)
+
+    def _redact_sweep_file(self, config: Any) -> None:
+        from omegaconf import OmegaConf
+
+        try:
+            mode = str(OmegaConf.select(config, "hydra.mode", default=""))
+            sweep_dir = OmegaConf.select(config, "hydra.sweep.dir", default=None)
+        except Exception:  # noqa: BLE001
+            return
+        if not mode.endswith("MULTIRUN") or sweep_dir is None:
+            return
+        f = Path(str(sweep_dir)) / MULTIRUN_FILE
+        if f.is_file():
+            try:  # only this file: the other jobs' folders are redacted by their own jobs
+                redact_hydra_files([f], _redactor(config))
+            except OSError as e:
+                log.error("Could not redact %s: %s", f, e)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Redact this job's ``.hydra`` files and, in a multirun, the sweep's ``multirun.yaml``."""
+        self._redact(config, "hydra.runtime.output_dir")
+        self._redact_sweep_file(config)
+
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        """Redact this job's ``.hydra`` files again (the task may have added to them)."""
+        self._redact(config, "hydra.runtime.output_dir")
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Redact the single run's output directory."""
+        self._redact(config, "hydra.runtime.output_dir", "hydra.run.dir")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Redact the whole sweep directory (every job's files and ``multirun.yaml``)."""
+        self._redact(config, "hydra.sweep.dir")
+
+
+def parent_run_for_job() -> tuple[str, str] | None:
+    """Return ``(parent_run_id, sweep_id)`` when called inside a Hydra multirun job, else ``None``."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except ValueError:  # not under Hydra (tests call run_training directly)
+        return None
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    marker = Path(str(hc.sweep.dir)) / PARENT_FILE
+    if not marker.is_file():
+        return None
+    parent, sweep_id = marker.read_text().split()
+    return parent, sweep_id
+
+
+def job_overrides() -> list[str]:
+    """This Hydra job's command-line overrides (empty outside Hydra)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return [str(o) for o in HydraConfig.get().overrides.task]
+    except ValueError:
+        return []
+
+
+def _is_sweep_value(value: str) -> bool:
+    """Whether an override value sweeps (``a,b``, ``range(...)``, ``choice(...)``, ``interval(...)``)."""
+    return "," in value or bool(re.match(r"^(range|choice|interval|glob)\(", value))
+
+
+_PER_STEP = re.compile(
+    r"^(system/(cpu|gpu_\d+)_utilization_percentage|synthetic/duty_cycle_achieved)$"
+)
+
+
+def _run_means(client: Any, run_id: str, latest: Mapping[str, float]) -> dict[str, float]:
+    """Latest values, except per-step series used as responses: their mean over the run."""
+    out = dict(latest)
+    for key in latest:
+        if _PER_STEP.match(key):
+            values = [
+                m.value for m in client.get_metric_history(run_id, key) if math.isfinite(m.value)
+            ]
+            if values:
+                out[key] = sum(values) / len(values)
+                device = re.match(r"^system/(cpu|gpu_\d+)_utilization_percentage$", key)
+                summary = (
+                    f"summary/{device.group(1)}_utilization_mean_percentage" if device else None
+                )
+                if summary and summary not in latest:  # a run without the run-level summary
+                    out[summary] = out[key]
+    return out
+
+
+def _param_value(value: str | None) -> Any:
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def _responses(metrics: Mapping[str, float]) -> dict[str, float]:
+    """Reduce a child's metrics (latest values) to the response-curve columns (NaN if absent)."""
+    out: dict[str, float] = {}
+    for name, pattern in _RESPONSES:
+        vals = [v for k, v in metrics.items() if re.match(pattern, k) and math.isfinite(v)]
+        if not vals:
+            out[name] = math.nan
+        elif name == "temperature_peak_celsius":
+            out[name] = max(vals)
+        elif name in ("energy_joules",) or name.startswith("power"):
+            out[name] = sum(vals)  # devices add up
+        else:
+            out[name] = sum(vals) / len(vals)
+    return out
+
+
+def response_curve(rows: Sequence[Mapping[str, Any]], swept: Sequence[str]) -> Any:
+    """Tidy response-curve table: one row per child, sorted by the swept parameters.
+
+    Args:
+        rows: Per child: ``run_id``, ``status``, swept parameter values and response columns.
+        swept: Swept parameter names (config keys).
+
+    Returns:
+        A ``pandas.DataFrame``.
+    """
+    import pandas as pd
+
+    frame = pd.DataFrame(list(rows))
+    keys = [k for k in swept if k in frame]
+    return frame.sort_values(keys, kind="stable").reset_index(drop=True) if keys else frame
+
+
+def _log_response_curve(
+    client: Any, parent_id: str, rows: Sequence[Mapping[str, Any]], swept: Sequence[str]
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    frame = response_curve(rows, swept)
+    numeric_x = [k for k in swept if k in frame and pd.api.types.is_numeric_dtype(frame[k])]
+    x = numeric_x[0] if numeric_x else None
+    responses = [name for name, _ in _RESPONSES if name in frame and frame[name].notna().any()]
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = Path(tmp) / "response_curve.csv"
+        frame.to_csv(csv, index=False)
+        client.log_artifact(parent_id, str(csv), artifact_path="response_curve")
+        if x is not None and responses:
+            fig, axes = plt.subplots(
+                len(responses), 1, figsize=(6, 2.2 * len(responses)), sharex=True, squeeze=False
+            )
+            for ax, name in zip(axes[:, 0], responses, strict=True):
+                ok = frame[frame["status"] == "FINISHED"]
+                ax.plot(ok[x], ok[name], marker="o")
+                ax.set_ylabel(name, fontsize=8)
+                ax.grid(alpha=0.3)
+            axes[-1, 0].set_xlabel(x)
+            fig.suptitle(f"Response curve over {x}")
+            fig.tight_layout()
+            png = Path(tmp) / "response_curve.png"
+            fig.savefig(png, dpi=110)
+            plt.close(fig)
+            client.log_artifact(parent_id, str(png), artifact_path="response_curve")
