@@ -28,8 +28,8 @@ key                                             unit           source
                                                                names them
 ``train/samples_per_second``                    samples/s      all ranks, over the window
 ``train/tokens_per_second``                     tokens/s       all ranks, over the window
-``train/energy_joules_per_step``                J/step         energy of the window / optimizer
-                                                               steps the window's samples cover
+``train/energy_joules_per_step``                J/step         energy since the last energy point
+                                                               / optimizer steps since then
 ``train/samples_per_joule``                     samples/J      where an energy counter exists
 ``system/<quantity>``                           in the name    window mean (max: ``_max_``;
                                                                ``*_joules``: window delta;
@@ -176,9 +176,7 @@ class TelemetryCallback(L.Callback):
         self._sink: Any = None
         self._skip_keys: Any = None  # MLflow monitor's keys, when it writes into the run
         self._node_prefix = ""
-        self._energy_mark_step: int | None = (
-            None  # step of the last sample of the last energy window
-        )
+        self._energy_mark_step = -1  # step of the last energy point (-1: none yet)
         self._energy_samples = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
@@ -242,6 +240,7 @@ class TelemetryCallback(L.Callback):
         self._window_start_s = time.perf_counter()
         self._window_samples = 0
         self._last_logged_step = step_counter(trainer)
+        self._energy_mark_step = step_counter(trainer) - 1
 
     @override
     def on_before_optimizer_step(
@@ -441,7 +440,7 @@ class TelemetryCallback(L.Callback):
                         key = rle_metric_key(dev, col)
                         if key is not None and math.isfinite(v):
                             metrics[key] = v
-                metrics.update(self._energy_metrics(merged))
+                metrics.update(self._energy_metrics(merged, step))
                 self._log_new_tags(trainer, merged.tags)
             self._overhead_s += time.perf_counter() - t0
             if self._sampler is not None:
@@ -454,22 +453,19 @@ class TelemetryCallback(L.Callback):
         self._window_samples = 0
         self._window_start_s = t0  # the next window includes this step's logging time
 
-    def _energy_metrics(self, merged: Any) -> dict[str, float]:
-        """J/step and samples/J over the optimizer steps the window's samples cover.
+    def _energy_metrics(self, merged: Any, step: int) -> dict[str, float]:
+        """J/step, samples/J and tokens/J over the optimizer steps since the last energy point.
 
-        Energy counters change only when a sample is taken, so the window's energy (sum of the
-        ``*_energy_joules`` deltas, all devices) belongs to the steps between the last sample of
-        the previous window that had one and the last sample of this window (samples carry the
-        step they were taken in). A window without samples logs nothing and passes its steps on.
+        Energy counters change only when a sample is taken, so a window without samples logs no
+        energy and passes its steps (and training samples) on to the next window that has one:
+        ``J/step = window energy / steps since the previous energy point``. Summed over those
+        steps the points give back the measured energy exactly, whatever the ratio of sampling
+        rate to logging cadence.
         """
         energy = [v for k, v in merged.values.items() if k.endswith("_energy_joules")]
-        if not energy or not merged.rows:
+        if not energy:
             return {}
-        last_step = max(int(r.get("global_step", 0)) for r in merged.rows)
-        first = self._energy_mark_step
-        if first is None:  # the first window: its samples cover the steps from the start
-            first = min(int(r.get("global_step", 0)) for r in merged.rows)
-        steps = max(1, last_step - first)
+        steps = max(1, step - self._energy_mark_step)
         energy_j = sum(v for v in energy if math.isfinite(v))
         out = {keys.TRAIN_ENERGY_JOULES_PER_STEP: energy_j / steps}
         if energy_j > 0:
@@ -478,7 +474,7 @@ class TelemetryCallback(L.Callback):
                 out[keys.TRAIN_TOKENS_PER_JOULE] = (
                     self._energy_samples * self.tokens_per_sample / energy_j
                 )
-        self._energy_mark_step = last_step
+        self._energy_mark_step = step
         self._energy_samples = 0.0
         return out
 
