@@ -32,6 +32,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from rle.tracking import keys
+
 __all__ = [
     "ALIGN_METHODS",
     "STANDARD_COLUMNS",
@@ -245,12 +247,13 @@ def _device_columns(frame: pd.DataFrame, device: str) -> pd.DataFrame:
     for col in ("util_pct", "power_w", "temp_c", "rle_smoothed", "rle_raw", "collapse"):
         if col in frame and frame[col].notna().any():
             out[col] = pd.to_numeric(frame[col], errors="coerce").astype(np.float64)
-    prefix = f"{device}_" if device.startswith("gpu_") else "cpu_package_"
+    local = keys.split_node(device)[1]  # samples carry their own (unprefixed) column names
+    prefix = f"{local}_" if local.startswith("gpu_") else "cpu_package_"
     for std, suffix in _RAW_SUFFIXES.items():
         col = prefix + suffix
         if col in frame and frame[col].notna().any():
             out[std] = pd.to_numeric(frame[col], errors="coerce").astype(np.float64)
-    if device == "cpu" and "util_pct" not in out and "cpu_utilization_percentage" in frame:
+    if local == "cpu" and "util_pct" not in out and "cpu_utilization_percentage" in frame:
         out["util_pct"] = pd.to_numeric(frame["cpu_utilization_percentage"], errors="coerce")
     # As the live logger does: without RLE no RLE term means anything, and without temperature
     # (no finite t_sustain) the collapse detector is disabled, so a 0 flag is not a measurement.

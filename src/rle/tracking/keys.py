@@ -52,6 +52,7 @@ __all__ = [
     "TAG_WORKLOAD",
     "TRAIN_KEYS_FOR_EVALUATION",
     "device_quantity_keys",
+    "split_node",
     "split_rle_key",
     "split_system_key",
 ]
@@ -320,12 +321,32 @@ def device_quantity_keys(device: str) -> dict[str, str]:
         (W), ``temp_c`` (°C), ``energy_joules`` (J, window delta), ``sm_clock_megahertz`` (MHz,
         GPUs), ``throttle_reasons`` (bitmask, GPUs), ``rle_smoothed`` (1), ``collapse`` (0/1).
     """
-    if device.startswith("gpu_"):
-        out = {c: system_key(f"{device}_{q}") for c, q in _DEVICE_QUANTITIES_GPU.items()}
+    node, local = split_node(device)
+    if local.startswith("gpu_"):
+        out = {c: system_key(f"{node}{local}_{q}") for c, q in _DEVICE_QUANTITIES_GPU.items()}
     else:
-        out = {c: system_key(q) for c, q in _DEVICE_QUANTITIES_CPU.items()}
+        out = {c: system_key(node + q) for c, q in _DEVICE_QUANTITIES_CPU.items()}
     out.update({c: rle_key(device, t) for c, t in _RLE_TERMS_FOR_EVALUATION.items()})
     return out
+
+
+def split_node(device: str) -> tuple[str, str]:
+    """Split a device label into its node prefix and its local name.
+
+    On more than one node devices are labelled ``node_<r>/<device>`` (``node_1/gpu_0``); host-scoped
+    keys carry the same prefix (``system/node_1/cpu_utilization_percentage``, MLflow's own
+    ``system/<node_id>/<name>`` convention).
+
+    Args:
+        device: ``"gpu_0"``, ``"cpu"``, ``"node_1/gpu_0"``, ...
+
+    Returns:
+        ``(prefix, local)``: ``("node_1/", "gpu_0")`` or ``("", "gpu_0")``.
+    """
+    head, sep, tail = device.partition("/")
+    if sep and head.startswith("node_") and head.removeprefix("node_").isdigit():
+        return head + "/", tail
+    return "", device
 
 
 def split_rle_key(key: str) -> tuple[str, str] | None:
@@ -338,6 +359,8 @@ def split_rle_key(key: str) -> tuple[str, str] | None:
         ``(device, term)``, or ``None`` if ``key`` is not an ``rle/<device>/<term>`` key.
     """
     parts = key.split("/")
+    if len(parts) == 4 and split_node("/".join(parts[1:3]))[0]:  # rle/node_<r>/<device>/<term>
+        parts = [parts[0], "/".join(parts[1:3]), parts[3]]
     if len(parts) != 3 or parts[0] != "rle" or not parts[1] or not parts[2]:
         return None
     return parts[1], parts[2]
@@ -356,14 +379,14 @@ def split_system_key(key: str) -> tuple[str, str] | None:
     """
     if not key.startswith("system/"):
         return None
-    name = key.removeprefix("system/")
+    node, name = split_node(key.removeprefix("system/"))
     if "/" in name:
         return None
     if name.startswith("gpu_"):
         index, _, quantity = name.removeprefix("gpu_").partition("_")
         if index.isdigit() and quantity:
-            return f"gpu_{index}", quantity
+            return f"{node}gpu_{index}", quantity
         return None
     if name.startswith("cpu_"):
-        return "cpu", name.removeprefix("cpu_")
+        return f"{node}cpu", name.removeprefix("cpu_")
     return None
