@@ -1,4 +1,8 @@
-"""2-process CPU DDP (gloo, ddp_spawn): exactly one run holding both ranks' training and telemetry."""
+"""2-process CPU DDP in this process (gloo, ddp_spawn): one run holding both ranks' data.
+
+``strategy=ddp`` (the default for several devices) re-launches the command line, so it is tested
+through the CLI in ``test_launchers.py``; here ``ddp_spawn`` keeps the in-process path tested.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ def test_two_process_cpu_ddp_is_one_run_with_both_ranks(
     result = run_training(
         tiny_cfg(
             "trainer.devices=2",
+            "trainer.strategy=ddp_spawn",
             "trainer.max_steps=6",
             "telemetry.sample_hz=10",
             "telemetry.cpu_power=estimated",
@@ -34,7 +39,7 @@ def test_two_process_cpu_ddp_is_one_run_with_both_ranks(
     assert run.data.tags["trainer.devices"] == "2"
     grad_steps = [m.step for m in client.get_metric_history(result.run_id, "train/grad_norm")]
     loss_steps = [m.step for m in client.get_metric_history(result.run_id, "train/loss")]
-    assert grad_steps == loss_steps == [1, 2, 3, 4, 5, 6]
+    assert grad_steps == loss_steps == [0, 1, 2, 3, 4, 5]
     metrics = run.data.metrics
     assert "system/rank_0/process_cpu_percentage" in metrics
     assert "system/rank_1/process_cpu_percentage" in metrics

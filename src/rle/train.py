@@ -112,7 +112,7 @@ def _environment_tags(trainer: Any) -> dict[str, str]:
         "trainer.accelerator": _accelerator_name(trainer),
         "trainer.devices": str(trainer.num_devices),
         "trainer.num_nodes": str(trainer.num_nodes),
-        "trainer.strategy": type(trainer.strategy).__name__,
+        "trainer.strategy": _strategy_name(trainer.strategy),
     }
     if _accelerator_name(trainer) == "gpu":
         for i in trainer.device_ids:
@@ -122,6 +122,16 @@ def _environment_tags(trainer: Any) -> dict[str, str]:
     if commit:
         tags["mlflow.source.git.commit"] = commit
     return tags
+
+
+def _strategy_name(strategy: Any) -> str:
+    """Lightning's registry name of a strategy (``ddp``, ``ddp_spawn``, ``single_device``, ...)."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    default = "ddp" if isinstance(strategy, DDPStrategy) else type(strategy).__name__
+    name = str(getattr(type(strategy), "strategy_name", default))
+    start = getattr(strategy, "_start_method", "popen")
+    return name if start == "popen" else f"{name}_{start}"
 
 
 def _accelerator_name(trainer: Any) -> str:
