@@ -114,11 +114,11 @@ def test_a_preempted_job_flushes_and_ends_killed(
     run = client.get_run(run_id)
     assert run.info.status == "KILLED"
     steps = _loss_steps(job.uri, run_id)
-    assert steps == list(range(1, len(steps) + 1))  # every step it trained, none missing
+    assert steps == list(range(len(steps)))  # every step it trained, none missing
     assert len(steps) >= seen
     assert run.data.metrics["rle/gpu_0/rle_smoothed_mean"] > 0  # the callback's end-of-run work
     arts = {a.path for a in client.list_artifacts(run_id, "telemetry")}
-    assert arts == {"telemetry/samples.parquet", "telemetry/events.jsonl"}
+    assert "telemetry/samples.parquet" in arts  # events.jsonl only when there were events
     assert not (job.root / "outputs" / "spool" / run_id).exists()  # all flushed
 
 
@@ -135,5 +135,5 @@ def test_after_sigkill_every_flushed_sample_is_in_the_store_or_the_spool(
     assert sync_main([str(spool)]) == 0  # whatever was spooled but not sent
     assert MlflowClient(job.uri).get_run(run_id).info.status == "RUNNING"  # nobody ended it
     steps = _loss_steps(job.uri, run_id)
-    assert steps == list(range(1, len(steps) + 1))
+    assert steps == list(range(len(steps)))
     assert len(steps) > seen  # the second after the last look was flushed too

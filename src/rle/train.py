@@ -52,6 +52,9 @@ class RunResult:
         tracking_uri: Where it was tracked.
         status: ``FINISHED``, ``FAILED`` or ``KILLED``.
         global_step: Optimizer steps taken.
+        drained: Whether everything, the status included, reached the store; ``False`` leaves the
+            rest in ``spool_dir`` for ``python -m rle.sync`` (the store still shows RUNNING).
+        spool_dir: The run's spool directory.
     """
 
     run_id: str
@@ -59,6 +62,8 @@ class RunResult:
     tracking_uri: str
     status: str
     global_step: int
+    drained: bool = True
+    spool_dir: str = ""
 
 
 def flatten_config(cfg: Mapping[str, Any] | DictConfig, prefix: str = "") -> dict[str, Any]:
@@ -577,6 +582,7 @@ def run_training(cfg: DictConfig) -> RunResult | None:
     # Everything below reaches MLflow through the logger's background sender and spool.
     client = mlflow_logger.client
     status = "FAILED"
+    drained = False
     try:
         preempt.install(
             on_stuck=lambda signum: _end_stuck_run(location, run_id, mlflow_logger, signum)
@@ -601,12 +607,21 @@ def run_training(cfg: DictConfig) -> RunResult | None:
         raise
     finally:
         preempt.finishing = True
-        mlflow_logger.finish(status, should_stop=preempt.abort_requested)
+        drained = mlflow_logger.finish(status, should_stop=preempt.abort_requested)
         preempt.restore()
-        log.info("MLflow run %s ended %s", run_id, status)
+        if drained:
+            log.info("MLflow run %s ended %s", run_id, status)
     if preempt.signum is not None:
         raise SystemExit(128 + preempt.signum)
-    return RunResult(run_id, experiment_id, location.uri, status, int(trainer.global_step))
+    return RunResult(
+        run_id,
+        experiment_id,
+        location.uri,
+        status,
+        int(trainer.global_step),
+        drained=drained,
+        spool_dir=str(mlflow_logger.spool_dir),
+    )
 
 
 def _end_stuck_run(location: Any, run_id: str, logger: Any, signum: int) -> None:
@@ -652,7 +667,17 @@ def _hydra_main(cfg: DictConfig) -> None:
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        run_training(cfg)
+        result = run_training(cfg)
+        if result is not None and not result.drained:
+            log.error(
+                "Training ended %s, but the tracking store did not receive everything: run %s "
+                "stays RUNNING there until you replay the spool with: python -m rle.sync %s",
+                result.status,
+                result.run_id,
+                result.spool_dir,
+            )
+            if not multirun:
+                sys.exit(3)
     except RLEError as e:
         log.error("%s", e)
         if not multirun:
