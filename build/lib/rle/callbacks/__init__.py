@@ -1,1 +1,0 @@
-"""Lightning callbacks: the step axis, telemetry and training dynamics logged on it."""

@@ -1,1 +1,0 @@
-"""MLflow I/O: key names, run lifecycle, the logger, readers."""
