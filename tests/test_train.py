@@ -61,6 +61,9 @@ def test_tiny_run_is_one_finished_run_with_metrics_params_and_config(
     assert len(tags["mlflow.source.git.commit"]) == 40
     for t in ("host", "torch.version", "lightning.version", "mlflow.version", "device.cpu"):
         assert tags[t]
+    # MLflow's standard run context (the UI's User and Source columns)
+    for t in ("mlflow.user", "mlflow.source.name", "mlflow.source.type"):
+        assert tags[t]
     assert [a.path for a in client.list_artifacts(run.info.run_id, "config")] == [
         "config/train.yaml"
     ]

@@ -55,6 +55,7 @@ __all__ = [
     "end_run",
     "log_params",
     "log_tags",
+    "run_context_tags",
 ]
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,22 @@ def _experiment_id(client: Any, name: str, artifact_location: str | None) -> str
         return str(exp.experiment_id)
 
 
+def run_context_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """``tags`` plus MLflow's standard run context, resolved by MLflow's own context providers.
+
+    ``mlflow.user``, ``mlflow.source.name`` / ``mlflow.source.type`` (and the git commit where
+    MLflow finds one) come from ``mlflow.tracking.context.registry.resolve_tags``, as for a fluent
+    run, so the UI's User, Source and Version columns are filled; ``tags`` win on a clash.
+    """
+    try:
+        from mlflow.tracking.context.registry import resolve_tags
+
+        return {str(k): str(v) for k, v in resolve_tags(dict(tags)).items()}
+    except Exception as e:  # a context provider failing must not stop the run
+        log.warning("MLflow's run context could not be resolved (%s); tags kept as given", e)
+        return dict(tags)
+
+
 def create_run(
     location: TrackingLocation,
     experiment_name: str,
@@ -182,10 +199,11 @@ def create_run(
             :data:`SETUP_RETRY_S` seconds.
     """
     client = client_for(location)
+    full_tags = run_context_tags(tags)
 
     def attempt() -> tuple[str, str]:
         exp_id = _experiment_id(client, experiment_name, location.artifact_location)
-        run = client.create_run(exp_id, run_name=run_name, tags=dict(tags))
+        run = client.create_run(exp_id, run_name=run_name, tags=full_tags)
         return exp_id, str(run.info.run_id)
 
     try:
