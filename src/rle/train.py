@@ -129,6 +129,21 @@ def _environment_tags(trainer: Any) -> dict[str, str]:
     return tags
 
 
+def _default_run_name(workload: str, trainer: Any, swept: Mapping[str, str]) -> str:
+    """Return a readable run name that tells runs apart.
+
+    A sweep child is named by its swept values (``synthetic intensity=0.3``), any other run by its
+    hardware and start time (``distilgpt2 2xcpu 1202-081530``).
+    """
+    if swept:
+        return workload + " " + " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in swept.items())
+    import datetime
+
+    when = datetime.datetime.now().strftime("%m%d-%H%M%S")
+    n = trainer.num_devices * trainer.num_nodes
+    return f"{workload} {n}x{_accelerator_name(trainer)} {when}"
+
+
 def _strategy_name(strategy: Any) -> str:
     """Lightning's registry name of a strategy (``ddp``, ``ddp_spawn``, ``single_device``, ...)."""
     from lightning.pytorch.strategies import DDPStrategy
@@ -552,12 +567,9 @@ def run_training(cfg: DictConfig) -> RunResult | None:
 
     name = workload_name(cfg)
     experiment_name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or str(tracking.experiment_name)
-    run_name = redactor.text(
-        str(
-            cfg.run_name
-            or f"{name}-{trainer.num_devices * trainer.num_nodes}x{_accelerator_name(trainer)}"
-        )
-    )
+    from rle.tracking.sweep import job_overrides, parent_run_for_job, swept_values
+
+    run_name = redactor.text(str(cfg.run_name or _default_run_name(name, trainer, swept_values())))
     tags = {
         "workload": name,
         "tracking.uri_reason": location.reason,
@@ -566,8 +578,6 @@ def run_training(cfg: DictConfig) -> RunResult | None:
         **workload.tags,
         **{str(k): str(v) for k, v in (tracking.tags or {}).items()},
     }
-    from rle.tracking.sweep import job_overrides, parent_run_for_job
-
     sweep = parent_run_for_job()
     if sweep is not None:
         tags.update(

@@ -53,6 +53,11 @@ def test_multirun_is_a_parent_with_children_and_a_response_curve(tmp_path: Path)
     # the job with lr=bad fails before its run exists (a config error); the sweep goes on
     assert len(children) == len(runs) - 1 == 2
     assert {c.data.params["workload.optim.lr"] for c in children} == {"0.001", "0.002"}
+    # children are named by their swept values, so the UI tells them apart
+    assert sorted(c.info.run_name for c in children) == [
+        "distilgpt2_tiny lr=0.001",
+        "distilgpt2_tiny lr=0.002",
+    ]
     assert all(c.data.tags["rle.sweep_id"] == parent.data.tags["rle.sweep_id"] for c in children)
     assert parent.data.params["sweep.workload.optim.lr"] == "0.001,0.002,bad"
     assert parent.data.tags["rle.children.finished"] == "2"

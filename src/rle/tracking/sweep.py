@@ -46,6 +46,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PARENT_FILE = ".rle_parent_run"
+SWEPT_FILE = "rle_swept_keys.txt"
+"""File in the sweep directory listing the swept override keys, one per line."""
 """File in the Hydra sweep directory holding ``<parent run id> <sweep id>``."""
 
 _RESPONSES: Sequence[tuple[str, str]] = (
@@ -120,6 +122,8 @@ class MLflowSweepCallback(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PARENT_FILE).write_text(f"{self.parent_run_id} {sweep_id}\n")
+        swept = [k.removeprefix("sweep.") for k, v in params.items() if _is_sweep_value(v)]
+        (sweep_dir / SWEPT_FILE).write_text("".join(k.lstrip("+~") + "\n" for k in swept))
         log.info("Sweep %s: MLflow parent run %s", sweep_id, self.parent_run_id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -254,6 +258,31 @@ def parent_run_for_job() -> tuple[str, str] | None:
         return None
     parent, sweep_id = marker.read_text().split()
     return parent, sweep_id
+
+
+def swept_values() -> dict[str, str]:
+    """This multirun job's values of the swept keys (``{"workload.intensity": "0.3"}``), else ``{}``.
+
+    The parent run lists the swept keys in the sweep directory; the job's own overrides give
+    their values (used to name child runs so that the UI tells them apart).
+    """
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+    except ValueError:
+        return {}
+    marker = Path(str(hc.sweep.dir)) / SWEPT_FILE
+    if not marker.is_file():
+        return {}
+    keys_swept = [k for k in marker.read_text().split() if k]
+    values = {}
+    for o in job_overrides():
+        key, _, value = o.partition("=")
+        key = key.lstrip("+~")
+        if key in keys_swept:
+            values[key] = value
+    return values
 
 
 def job_overrides() -> list[str]:
