@@ -704,6 +704,10 @@ def main() -> None:
     from rle.cli import exit_on_override_error
 
     paths.pin_project_root()
+    # like `python -m rle.train`: a user's own workload modules (`_target_: my_model.Module`)
+    # import from the launch directory under the `rle-train` console script too
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     exit_on_override_error("train")
     _hydra_main()
 
