@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from my_model import Regression, RegressionData  # noqa: E402
 
 from rle import TelemetryCallback  # noqa: E402
+from rle.tracking.logger import ensure_store  # noqa: E402
 
 
 def main() -> None:
@@ -32,7 +33,7 @@ def main() -> None:
     uri = (
         os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlruns' / 'mlflow.db'}"
     )
-    (Path.cwd() / "mlruns").mkdir(exist_ok=True)
+    ensure_store(uri)  # every torchrun rank opens the store: create a new one's schema once
     logger = MLFlowLogger(experiment_name="my-project", tracking_uri=uri, log_model=False)
     trainer = L.Trainer(
         accelerator="auto",

@@ -187,3 +187,12 @@ def test_rendezvous_that_cannot_complete_fails_within_the_timeout(tmp_path: Path
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_the_callback_in_a_users_own_torchrun_script_is_one_run(tmp_path: Path) -> None:
+    log = tmp_path / "job.log"
+    script = Path(__file__).resolve().parents[1] / "examples" / "own_training.py"
+    cmd = [*_torchrun(), "--standalone", "--nproc_per_node=2", str(script), "--devices", "2",
+           "--max-steps", "10"]  # fmt: skip
+    _wait_all([_start(cmd, _env(tmp_path), tmp_path, log)], [log])
+    _one_finished_run(tmp_path, ranks=2)

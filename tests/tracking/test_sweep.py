@@ -108,8 +108,7 @@ def test_ddp_inside_a_multirun() -> None:
     children = [r for r in runs if r.data.tags.get("rle.role") == "sweep_child"]
     assert len(children) == 2
     assert all(
-        c.info.status == "FINISHED" and c.data.tags["trainer.strategy"] == "ddp"
-        for c in children
+        c.info.status == "FINISHED" and c.data.tags["trainer.strategy"] == "ddp" for c in children
     )
     for c in children:  # both ranks' samples are in each child's one run
         frame = pd.read_parquet(

@@ -18,6 +18,7 @@ import contextlib
 import functools
 import http.client
 import logging
+import os
 import time
 import urllib.error
 import urllib.request
@@ -52,6 +53,7 @@ __all__ = [
     "client_for",
     "create_run",
     "default_spool_dir",
+    "ensure_store",
     "end_run",
     "log_params",
     "log_tags",
@@ -113,6 +115,33 @@ def check_reachable(location: TrackingLocation, timeout_s: float = 5.0) -> None:
         )
     except Exception as e:  # MLflow raises many types here (sqlalchemy, MlflowException)
         raise TrackingError(f"Cannot open the MLflow tracking store {location.uri}: {e}") from e
+
+
+def ensure_store(uri: str, timeout_s: float = 30.0) -> None:
+    """Create (or migrate) a store's schema once, safely when several processes start together.
+
+    Call it before building Lightning's ``MLFlowLogger`` on every rank of a ``torchrun`` job with
+    a new SQLite file: MLflow creates the schema the first time a client opens the database, and
+    two processes doing that at once corrupt it (alembic "expected to match one row"). The
+    exclusive lock of :func:`check_reachable` makes the first process create it while the others
+    wait.
+
+    Args:
+        uri: A tracking URI (``sqlite:///...``, a database URI or an ``http(s)://`` server).
+        timeout_s: How long to wait for the lock or the server, s.
+
+    Raises:
+        rle.errors.TrackingError: If the store cannot be opened or the server does not answer.
+    """
+    from rle.paths import resolve_tracking
+
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        location = resolve_tracking(uri)
+    finally:
+        if saved is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+    check_reachable(location, timeout_s)
 
 
 def _open_store(location: TrackingLocation) -> None:
