@@ -18,6 +18,7 @@ import pytest
 from mlflow import MlflowClient
 
 from rle.sync import main as sync_main
+from rle.tracking.logger import ensure_store
 
 pytestmark = pytest.mark.slow
 
@@ -56,6 +57,9 @@ class Job:
         if not (self.root / "mlruns" / "mlflow.db").exists():
             return None
         try:
+            # opening a store that the job is creating would race its schema migration: take
+            # the same lock the job takes (rle.tracking.logger.ensure_store)
+            ensure_store(self.uri)
             client = MlflowClient(self.uri)
             exp = client.get_experiment_by_name("signals")
             runs = client.search_runs([exp.experiment_id]) if exp else []

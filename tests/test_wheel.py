@@ -123,12 +123,8 @@ def test_the_example_runs_against_the_installed_wheel(installed: Path, tmp_path:
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     metrics = run.data.metrics
-    assert {
-        "train/grad_norm",
-        "train/loss",
-        "grad_norm_total",
-        "system/cpu_utilization_percentage",
-    } <= set(metrics)
+    assert {"train/grad_norm", "train/loss", "grad_norm_total"} <= set(metrics)
+    assert any(k.startswith("system/") and "cpu" in k for k in metrics)  # real host telemetry
     assert "telemetry.sources" in run.data.tags
     assert "telemetry/samples.parquet" in [
         a.path for a in client.list_artifacts(run_id, "telemetry")
