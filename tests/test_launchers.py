@@ -196,3 +196,24 @@ def test_the_callback_in_a_users_own_torchrun_script_is_one_run(tmp_path: Path) 
            "--max-steps", "10"]  # fmt: skip
     _wait_all([_start(cmd, _env(tmp_path), tmp_path, log)], [log])
     _one_finished_run(tmp_path, ranks=2)
+
+
+def test_a_users_own_module_runs_under_rle_train_from_its_config_dir(tmp_path: Path) -> None:
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    cmd = [sys.executable, "-m", "rle.train", "--config-dir", "conf", "workload=regression",
+           "trainer.max_steps=3", "trainer.enable_progress_bar=false", "telemetry=cpu_only"]  # fmt: skip
+    out = subprocess.run(
+        cmd, cwd=examples, env=_env(tmp_path), capture_output=True, text=True, timeout=TIMEOUT_S
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["workload"] == "regression"
+    # the module logs train/loss itself; rle adds grad_norm and the hardware on the same steps
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [0, 1, 2]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/grad_norm")] == [
+        0,
+        1,
+        2,
+    ]
