@@ -183,7 +183,7 @@ def test_fit_runs_duty_cycle_periods_with_real_gradients() -> None:
     )
     rec = _fit(module, max_steps=5)
 
-    assert rec.steps == [0, 1, 2, 3, 4]
+    assert rec.steps == [1, 2, 3, 4, 5]
     assert rec.grad_finite == [True] * 5
     assert all(math.isfinite(v) for v in rec.losses)
     assert {tuple(sorted(m)) for m in rec.metrics} == {
@@ -203,7 +203,7 @@ def test_pattern_changes_per_period_and_duration_stops_the_run() -> None:
     module = SyntheticLoadModule(pattern, period_s=0.02, matrix_size=8, workers=1, duration_s=0.1)
     assert module.steps_for_duration == 5
     rec = _fit(module, max_steps=-1)  # the module's duration ends the run
-    assert rec.steps == [0, 1, 2, 3, 4]
+    assert rec.steps == [1, 2, 3, 4, 5]
     targets = [m[keys.SYNTHETIC_INTENSITY_TARGET] for m in rec.metrics]
     assert targets[0] == 0.2
     assert targets[-1] == 0.8
