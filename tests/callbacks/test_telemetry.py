@@ -156,3 +156,25 @@ def test_a_stalled_source_does_not_stall_training() -> None:
     client, run_id = _fit({"slow": stalled, "cpu": CPU}, steps=3, sample_hz=20)
     assert client.get_run(run_id).info.status == "RUNNING"  # created by the test; fit returned
     assert time.monotonic() - t0 < 20  # generous: 3 steps of 0.12 s, not 3 x 3 s stalls
+
+
+@pytest.mark.parametrize(
+    ("rle", "column", "expected"),
+    [
+        ({"thermal": {"limit_c": {"gpu": 55.0}}}, "limit_c", 55.0),
+        ({"load": {"rated_w": {"gpu": 123.0}}}, "rated_w", 123.0),
+    ],
+)
+def test_explicit_metric_inputs_beat_the_sensor(
+    rle: dict[str, Any], column: str, expected: float
+) -> None:
+    client, run_id = _fit({"gpu": FAKE_GPU}, steps=3, sample_hz=20)
+    sensor = pd.read_parquet(client.download_artifacts(run_id, "telemetry/samples.parquet"))
+    assert (sensor[column] != expected).all()  # the fake sensor reports its own value
+    client, run_id = _fit(
+        {"gpu": FAKE_GPU}, steps=3, sample_hz=20, rle={"profile": "default", **rle}
+    )
+    frame = pd.read_parquet(client.download_artifacts(run_id, "telemetry/samples.parquet"))
+    gpu = frame[frame["device"] == "gpu_0"]
+    assert not gpu.empty
+    assert (gpu[column] == expected).all()

@@ -151,6 +151,7 @@ class TelemetryCallback(L.Callback):
         self.sample_hz = float(sample_hz)
         self.rle_cfg = _prune_none(dict(rle or {}))
         self.profile = profile_from_config(self.rle_cfg)  # validates early, in the launcher
+        self._explicit_inputs = _explicit_inputs(self.rle_cfg)
         self.cpu_rated_w = cpu_rated_w
         self.tokens_per_sample = tokens_per_sample
         self.write_artifacts = write_artifacts
@@ -366,6 +367,8 @@ class TelemetryCallback(L.Callback):
                 window.rows.append({**base, "device": f"rank_{rank}", **proc})
             for local_device, inp in inputs.items():
                 device = node + local_device
+                # precedence: explicit config > sensor > profile default
+                inp = {**inp, **self._explicit_inputs.get(local_device.split("_")[0], {})}
                 stream = self._streams.get(device)
                 if stream is None:
                     stream = self._streams[device] = RLEStream(local_device, self.profile)
@@ -603,6 +606,27 @@ class TelemetryCallback(L.Callback):
                 self._sink.log_artifact(str(parquet), "telemetry")
                 if events:  # no events, no file (its absence means none)
                     self._sink.log_artifact(str(jsonl), "telemetry")
+
+
+def _explicit_inputs(rle_cfg: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """Per device kind, the inputs the config sets explicitly (they beat what sensors report).
+
+    ``telemetry.rle.load.rated_w.<kind>`` -> ``rated_w`` (W) and
+    ``telemetry.rle.thermal.limit_c.<kind>`` -> ``limit_c`` (°C), ``kind`` ``cpu`` or ``gpu``.
+    Precedence of every per-sample input: explicit config, then the sensor's value (NVML power
+    limit and slowdown temperature, RAPL long-term limit), then the profile's default.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for section, leaf, column in (
+        ("load", "rated_w", "rated_w"),
+        ("thermal", "limit_c", "limit_c"),
+    ):
+        node = rle_cfg.get(section, {}) or {}
+        per_kind = node.get(leaf, {}) if isinstance(node, Mapping) else {}
+        for kind, value in (per_kind or {}).items():
+            if value is not None:
+                out.setdefault(str(kind), {})[column] = float(value)
+    return out
 
 
 def _loggable_terms(terms: dict[str, float]) -> dict[str, float]:
