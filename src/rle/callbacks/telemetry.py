@@ -368,7 +368,8 @@ class TelemetryCallback(L.Callback):
             for local_device, inp in inputs.items():
                 device = node + local_device
                 # precedence: explicit config > sensor > profile default
-                inp = {**inp, **self._explicit_inputs.get(local_device.split("_")[0], {})}
+                explicit = self._explicit_inputs.get(local_device.split("_")[0], {})
+                inp = {**inp, **explicit}  # type: ignore[typeddict-item]
                 stream = self._streams.get(device)
                 if stream is None:
                     stream = self._streams[device] = RLEStream(local_device, self.profile)
