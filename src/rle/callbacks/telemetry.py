@@ -162,7 +162,6 @@ class TelemetryCallback(L.Callback):
         self._stepped = False
         self._window_samples = 0
         self._window_start_s = 0.0
-        self._last_logged_step = 0
         self._sampler: Any = None
         self._built: Any = None
         self._aggregator: Any = None
@@ -240,7 +239,6 @@ class TelemetryCallback(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._window_start_s = time.perf_counter()
         self._window_samples = 0
-        self._last_logged_step = step_counter(trainer)
         self._energy_mark_step = step_counter(trainer) - 1
 
     @override
@@ -453,7 +451,6 @@ class TelemetryCallback(L.Callback):
                 )
             self._log_metrics(trainer, metrics, step)
         self._overhead_s = 0.0
-        self._last_logged_step = step
         self._window_samples = 0
         self._window_start_s = t0  # the next window includes this step's logging time
 
