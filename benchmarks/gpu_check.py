@@ -40,24 +40,6 @@ GOAL_NVML_MS = 1.0
 UTIL_TOLERANCE_PTS = 10.0
 """|utilisation - 100 x intensity| this script calls "on target" (its own choice, in points)."""
 
-NVML_QUANTITIES = (
-    "utilization_percentage",
-    "memory_usage_megabytes",
-    "memory_usage_percentage",
-    "power_usage_watts",
-    "power_limit_watts",
-    "power_usage_percentage",
-    "energy_joules",
-    "temperature_celsius",
-    "memory_temperature_celsius",
-    "slowdown_temperature_celsius",
-    "sm_clock_megahertz",
-    "memory_clock_megahertz",
-    "graphics_clock_megahertz",
-    "throttle_reasons",
-    "fan_speed_percentage",
-)
-"""Every per-GPU key ``NvmlGpuSource`` can emit (its class docstring), without ``gpu_<i>_``."""
 
 VARIANTS = ("off", "1Hz", "10Hz")
 
@@ -259,6 +241,7 @@ def nvml_cost(n: int) -> dict[str, Any]:
     """Time ``NvmlGpuSource.sample()`` (all supported fields of cuda:0) ``n`` times."""
     from rle.errors import TelemetryUnavailable
     from rle.telemetry import gpu
+    from rle.telemetry.gpu import NVML_QUANTITIES
 
     res: dict[str, Any] = {"available": False, "n": n}
     try:
@@ -441,6 +424,8 @@ def _throttle_seen(client: Any, runs: list[Any]) -> dict[str, Any]:
 
 
 def _fields_landed(run: Any, device: str) -> dict[str, list[str]]:
+    from rle.telemetry.gpu import NVML_QUANTITIES
+
     prefix = f"system/{device}_"
     landed = {k.removeprefix(prefix) for k in run.data.metrics if k.startswith(prefix)}
     return {

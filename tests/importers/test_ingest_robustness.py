@@ -32,16 +32,10 @@ def experiment(request: pytest.FixtureRequest) -> str:
     return f"robust-{request.node.name}"[:200]
 
 
-def _runs(uri: str, experiment: str) -> list[Any]:
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    return [] if exp is None else client.search_runs([exp.experiment_id])
+_runs = W.experiment_runs
 
 
-def _lines(n: int, *, seed: int, start: dt.datetime = W.T0) -> list[str]:
-    g = W.simulate_inputs(n, device="gpu", seed=seed, start=start)
-    c = W.simulate_inputs(n, device="cpu", seed=seed + 100, start=start)
-    return W.to_lines(W.v03_rows(g, c))
+_lines = W.v03_lines
 
 
 def _set_field(line: str, index: int, value: str) -> str:

@@ -356,3 +356,19 @@ def write_joint_session(
             "THERMAL-OPTIMIZATION COUPLING ANALYSIS REPORT\n"
         )
     return folder
+
+
+def v03_lines(n: int, *, seed: int, start: dt.datetime = T0) -> list[str]:
+    """A v0.3 monitor file of ``n`` GPU+CPU ticks from simulated inputs, as lines."""
+    g = simulate_inputs(n, device="gpu", seed=seed, start=start)
+    c = simulate_inputs(n, device="cpu", seed=seed + 100, start=start)
+    return to_lines(v03_rows(g, c))
+
+
+def experiment_runs(uri: str, experiment: str) -> list[Any]:
+    """Every run of ``experiment`` in the store at ``uri`` (none if it does not exist)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return [] if exp is None else client.search_runs([exp.experiment_id])

@@ -13,27 +13,11 @@ import pytest
 
 from rle.errors import TelemetryUnavailable
 from rle.telemetry import gpu as gpu_module
-from rle.telemetry.gpu import NvmlGpuSource, cuda_device_uuids, normalize_uuid
+from rle.telemetry.gpu import NVML_QUANTITIES, NvmlGpuSource, cuda_device_uuids, normalize_uuid
 from support.fake_nvml import FakeGpu
 
 UUIDS = ["GPU-aaaaaaaa-0000-0000-0000-000000000000", "GPU-bbbbbbbb-1111-1111-1111-111111111111"]
-ALL_QUANTITIES = {
-    "utilization_percentage",
-    "memory_usage_megabytes",
-    "memory_usage_percentage",
-    "power_usage_watts",
-    "power_limit_watts",
-    "power_usage_percentage",
-    "energy_joules",
-    "temperature_celsius",
-    "memory_temperature_celsius",
-    "slowdown_temperature_celsius",
-    "sm_clock_megahertz",
-    "memory_clock_megahertz",
-    "graphics_clock_megahertz",
-    "throttle_reasons",
-    "fan_speed_percentage",
-}
+ALL_QUANTITIES = set(NVML_QUANTITIES)
 
 
 def _gpus(n: int) -> list[FakeGpu]:

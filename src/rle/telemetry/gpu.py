@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover - nvidia-ml-py is a dependency; guarded 
     pynvml = None
 
 __all__ = [
+    "NVML_QUANTITIES",
     "NvmlFieldUnsupported",
     "NvmlGpuSource",
     "cuda_device_uuids",
@@ -41,6 +42,25 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+NVML_QUANTITIES: tuple[str, ...] = (
+    "utilization_percentage",
+    "memory_usage_megabytes",
+    "memory_usage_percentage",
+    "power_usage_watts",
+    "power_limit_watts",
+    "power_usage_percentage",
+    "energy_joules",
+    "temperature_celsius",
+    "memory_temperature_celsius",
+    "slowdown_temperature_celsius",
+    "sm_clock_megahertz",
+    "memory_clock_megahertz",
+    "graphics_clock_megahertz",
+    "throttle_reasons",
+    "fan_speed_percentage",
+)
+"""Every per-GPU quantity :class:`NvmlGpuSource` can emit, without the ``gpu_<i>_`` prefix."""
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
