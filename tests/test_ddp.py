@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 from rle.paths import resolve_tracking
+from rle.tracking.reader import read_samples
 from rle.train import run_training
 
 
@@ -49,6 +49,6 @@ def test_two_process_cpu_ddp_is_one_run_with_both_ranks(
         assert set(m.step for m in client.get_metric_history(result.run_id, key)) <= set(
             grad_steps
         ), key
-    frame = pd.read_parquet(client.download_artifacts(result.run_id, "telemetry/samples.parquet"))
+    frame = read_samples(result.run_id, client.tracking_uri)
     assert set(frame["rank"]) == {0, 1}
     assert run.data.tags["power_source.cpu"] == "estimated"

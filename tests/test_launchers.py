@@ -14,10 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from rle.tracking.reader import read_samples
 from support.mlflow_server import free_port
 
 pytestmark = pytest.mark.slow
@@ -69,7 +69,7 @@ def _one_finished_run(root: Path, ranks: int, nodes: int = 1) -> None:
     assert "telemetry.key_clash" not in run.data.tags
     for r in range(ranks):
         assert f"system/rank_{r}/process_cpu_percentage" in run.data.metrics
-    frame = pd.read_parquet(client.download_artifacts(run.info.run_id, "telemetry/samples.parquet"))
+    frame = read_samples(run.info.run_id, client.tracking_uri)
     assert set(frame["rank"]) == set(range(ranks))
     assert set(frame["node_rank"]) == set(range(nodes))
     if nodes > 1:

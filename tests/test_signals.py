@@ -122,7 +122,7 @@ def test_a_preempted_job_flushes_and_ends_killed(
     assert len(steps) >= seen
     assert run.data.metrics["rle/gpu_0/rle_smoothed_mean"] > 0  # the callback's end-of-run work
     arts = {a.path for a in client.list_artifacts(run_id, "telemetry")}
-    assert "telemetry/samples.parquet" in arts  # events.jsonl only when there were events
+    assert "telemetry/samples" in arts  # events.jsonl only when there were events
     assert not (job.root / "outputs" / "spool" / run_id).exists()  # all flushed
 
 

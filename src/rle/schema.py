@@ -99,6 +99,7 @@ class TelemetryConf:
     cpu_power: CpuPower = CpuPower.measured
     cpu_rated_w: Optional[float] = 125.0  # noqa: UP045
     write_artifacts: bool = True
+    upload_every_s: float = 300.0
     sources: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
     rle: Any = None
 

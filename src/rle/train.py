@@ -215,6 +215,7 @@ def _telemetry_callback(cfg: DictConfig, tokens_per_sample: int | None) -> Any:
         cpu_rated_w=None if t.cpu_rated_w is None else float(t.cpu_rated_w),
         tokens_per_sample=tokens_per_sample,
         write_artifacts=bool(t.write_artifacts),
+        upload_every_s=float(t.upload_every_s),
     )
 
 
@@ -359,6 +360,7 @@ _RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("trainer.gradient_clip_val", lambda v: v is None or v >= 0, "null or a number >= 0"),
     ("data.num_workers", lambda v: v >= 0, "an integer >= 0"),
     ("telemetry.sample_hz", lambda v: 0 < v <= 1000, "a rate in Hz, 0 < sample_hz <= 1000"),
+    ("telemetry.upload_every_s", lambda v: v > 0, "seconds between sample uploads, > 0"),
     ("tracking.connect_timeout_s", lambda v: v > 0, "a number of seconds > 0"),
     ("tracking.flush_interval_s", lambda v: v > 0, "a number of seconds > 0"),
     ("tracking.drain_timeout_s", lambda v: v >= 0, "a number of seconds >= 0"),

@@ -6,13 +6,13 @@ FakeGpuSource stands in for NVML: its energy counter is the integral of its scri
 from __future__ import annotations
 
 import lightning as L
-import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
 from rle.callbacks.telemetry import TelemetryCallback
 from rle.paths import resolve_tracking
 from rle.tracking.logger import MLflowRunLogger, create_run
+from rle.tracking.reader import read_samples
 from support.tiny import TinyModule
 
 FAKE_GPU = {"_target_": "rle.telemetry.fake.FakeGpuSource", "index": 0, "util_pct": [90.0, 40.0]}
@@ -43,7 +43,7 @@ def test_energy_per_step_sums_to_the_measured_energy(sample_hz: float, every: in
     for p in sorted(points, key=lambda p: p.step):
         total_j += p.value * (p.step - previous)
         previous = p.step
-    frame = pd.read_parquet(client.download_artifacts(run_id, "telemetry/samples.parquet"))
+    frame = read_samples(run_id, client.tracking_uri)
     energy = frame[frame["device"] == "gpu_0"].sort_values("monotonic_s")["gpu_0_energy_joules"]
     # samples taken after the last logged point (stamped with later steps) are not in any point
     logged_energy = energy[frame["global_step"] <= previous]

@@ -10,7 +10,6 @@ from typing import Any
 
 import lightning as L
 import mlflow
-import pandas as pd
 import pytest
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -20,6 +19,7 @@ from lightning.pytorch.utilities import grad_norm
 from mlflow import MlflowClient
 
 from rle import TelemetryCallback
+from rle.tracking.reader import read_samples
 from support.tiny import TinyModule
 
 FAKE_GPU = {"_target_": "rle.telemetry.fake.FakeGpuSource", "index": 0}
@@ -101,8 +101,8 @@ def test_lightning_mlflow_logger_gets_metrics_tags_and_samples_on_the_modules_st
     assert run.data.tags["power_source.gpu_0"] == "fake"
     assert "gpu" in run.data.tags["telemetry.sources"]
     artifacts = [a.path for a in client.list_artifacts(logger.run_id, "telemetry")]
-    assert "telemetry/samples.parquet" in artifacts
-    frame = pd.read_parquet(client.download_artifacts(logger.run_id, "telemetry/samples.parquet"))
+    assert "telemetry/samples" in artifacts
+    frame = read_samples(logger.run_id, client.tracking_uri)
     assert {"gpu_0", "cpu"} <= set(frame["device"])
     # rle's grad_norm sits on the module's own steps, with the module's own value
     theirs = _history(client, logger.run_id, "grad_2.0_norm_total")
@@ -135,9 +135,7 @@ def test_a_fluent_run_without_a_lightning_logger_gets_everything(uri: str) -> No
     assert [s for s, _ in _history(client, run_id, "train/loss")] == [0, 1, 2, 3]
     assert "rle/gpu_0/rle_smoothed" in run.data.metrics
     assert run.data.tags["power_source.gpu_0"] == "fake"
-    assert "telemetry/samples.parquet" in [
-        a.path for a in client.list_artifacts(run_id, "telemetry")
-    ]
+    assert "telemetry/samples" in [a.path for a in client.list_artifacts(run_id, "telemetry")]
 
 
 def test_no_mlflow_route_is_a_clear_error_at_setup() -> None:

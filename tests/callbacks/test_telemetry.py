@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
-import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
 from rle.callbacks.telemetry import TelemetryCallback
 from rle.paths import resolve_tracking
 from rle.tracking.logger import MLflowRunLogger, create_run
+from rle.tracking.reader import read_samples
 from support.tiny import TinyModule
 
 FAKE_GPU = {
@@ -94,7 +94,7 @@ def test_exact_keys_no_metric_for_absent_sensors_and_artifacts() -> None:
     assert [m.value for m in client.get_metric_history(run_id, "rle/gpu_0/collapse_events")] == [
         0.0
     ]
-    frame = pd.read_parquet(client.download_artifacts(run_id, "telemetry/samples.parquet"))
+    frame = read_samples(run_id, client.tracking_uri)
     assert set(frame["device"]) == {"cpu", "gpu_0"}
     assert (
         frame["wall_time_s"].is_monotonic_increasing
@@ -106,7 +106,12 @@ def test_exact_keys_no_metric_for_absent_sensors_and_artifacts() -> None:
     assert frame["global_step"].between(0, 5).all()
     # warm-up is 60 s: no collapse, so no events file (its absence means no events)
     assert [a.path for a in client.list_artifacts(run_id, "telemetry")] == [
-        "telemetry/samples.parquet"
+        "telemetry/samples",
+        "telemetry/samples_preview.csv",
+        "telemetry/samples_schema.json",
+    ]
+    assert [a.path for a in client.list_artifacts(run_id, "telemetry/samples/rank_0")] == [
+        "telemetry/samples/rank_0/part-00000.parquet"
     ]
 
 
@@ -169,12 +174,12 @@ def test_explicit_metric_inputs_beat_the_sensor(
     rle: dict[str, Any], column: str, expected: float
 ) -> None:
     client, run_id = _fit({"gpu": FAKE_GPU}, steps=3, sample_hz=20)
-    sensor = pd.read_parquet(client.download_artifacts(run_id, "telemetry/samples.parquet"))
+    sensor = read_samples(run_id, client.tracking_uri)
     assert (sensor[column] != expected).all()  # the fake sensor reports its own value
     client, run_id = _fit(
         {"gpu": FAKE_GPU}, steps=3, sample_hz=20, rle={"profile": "default", **rle}
     )
-    frame = pd.read_parquet(client.download_artifacts(run_id, "telemetry/samples.parquet"))
+    frame = read_samples(run_id, client.tracking_uri)
     gpu = frame[frame["device"] == "gpu_0"]
     assert not gpu.empty
     assert (gpu[column] == expected).all()

@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from rle.paths import resolve_tracking
+from rle.tracking.reader import read_samples
 from rle.tracking.redact import REDACTED
 from rle.tracking.sweep import (
     MLflowSweepCallback,
@@ -111,9 +112,7 @@ def test_ddp_inside_a_multirun() -> None:
         c.info.status == "FINISHED" and c.data.tags["trainer.strategy"] == "ddp" for c in children
     )
     for c in children:  # both ranks' samples are in each child's one run
-        frame = pd.read_parquet(
-            client.download_artifacts(c.info.run_id, "telemetry/samples.parquet")
-        )
+        frame = read_samples(c.info.run_id, client.tracking_uri)
         assert set(frame["rank"]) == {0, 1}
 
 

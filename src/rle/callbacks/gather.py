@@ -9,11 +9,21 @@ is reported, never papered over.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["MergedWindow", "RankWindow", "gather_to_rank_zero", "merge_windows", "rle_last"]
+T = TypeVar("T")
+
+__all__ = [
+    "MergedWindow",
+    "RankWindow",
+    "gather_objects",
+    "gather_to_rank_zero",
+    "merge_windows",
+    "rle_last",
+]
 
 
 @dataclass
@@ -24,19 +34,25 @@ class RankWindow:
         rank: Global rank.
         values: ``system/`` quantity name (without the prefix) to window value.
         rle: Device to RLE term to value (last sample; ``collapse``: any sample).
-        rows: Raw samples, one dict per sample and device (for ``telemetry/samples.parquet``).
         sample_count: Samples in the window.
         sampling_time_s: Time the sampler spent reading sources in the window, seconds.
-        tags: Run tags this rank wants set (sources, power/temperature provenance).
+        tags: Run tags this rank wants set (sources, power/temperature provenance; first
+            window only).
+        train_samples: Training samples this rank processed in the window.
+        train_tokens: Training tokens this rank processed in the window (NaN: not counted).
+
+    The window's size depends on the number of quantities and devices, never on the sampling
+    rate: raw rows stay on the rank (:mod:`rle.telemetry.samples_file`).
     """
 
     rank: int
     values: dict[str, float] = field(default_factory=dict)
     rle: dict[str, dict[str, float]] = field(default_factory=dict)
-    rows: list[dict[str, Any]] = field(default_factory=list)
     sample_count: int = 0
     sampling_time_s: float = 0.0
     tags: dict[str, str] = field(default_factory=dict)
+    train_samples: float = 0.0
+    train_tokens: float = math.nan
 
 
 @dataclass
@@ -46,16 +62,18 @@ class MergedWindow:
     Attributes:
         values: Merged ``system/`` quantities (name without prefix to value).
         rle: Device to RLE term to value.
-        rows: All raw rows.
         missing_ranks: Ranks that sent an empty window.
         tags: Union of the ranks' tags (``telemetry.sources`` etc. joined per rank when they differ).
+        train_samples: Training samples of all ranks in the window.
+        train_tokens: Training tokens of all ranks in the window (NaN: not counted).
     """
 
     values: dict[str, float]
     rle: dict[str, dict[str, float]]
-    rows: list[dict[str, Any]]
     missing_ranks: list[int]
     tags: dict[str, str]
+    train_samples: float = 0.0
+    train_tokens: float = math.nan
 
 
 def merge_windows(windows: Sequence[RankWindow]) -> MergedWindow:
@@ -73,8 +91,9 @@ def merge_windows(windows: Sequence[RankWindow]) -> MergedWindow:
     """
     values: dict[str, float] = {}
     rle: dict[str, dict[str, float]] = {}
-    rows: list[dict[str, Any]] = []
     missing: list[int] = []
+    samples = 0.0
+    tokens = math.nan
     tags: dict[str, str] = {}
     clashes: list[str] = []
     for w in sorted(windows, key=lambda w: w.rank):
@@ -87,7 +106,9 @@ def merge_windows(windows: Sequence[RankWindow]) -> MergedWindow:
             values[k] = v
         for device, terms in w.rle.items():
             rle.setdefault(device, {}).update(terms)
-        rows.extend(w.rows)
+        samples += w.train_samples
+        if math.isfinite(w.train_tokens):
+            tokens = w.train_tokens + (tokens if math.isfinite(tokens) else 0.0)
         for tag, text in w.tags.items():
             if tag in tags and tags[tag] != text:
                 if tag.startswith("telemetry."):
@@ -97,28 +118,40 @@ def merge_windows(windows: Sequence[RankWindow]) -> MergedWindow:
                 tags[tag] = text
     if clashes:
         tags["telemetry.key_clash"] = ",".join(sorted(set(clashes)))[:5000]
-    return MergedWindow(values, rle, rows, missing, tags)
+    return MergedWindow(values, rle, missing, tags, samples, tokens)
+
+
+def gather_objects(obj: T, rank: int, world_size: int) -> list[T] | None:
+    """Gather one picklable object per rank on rank 0 (``torch.distributed.gather_object``).
+
+    Every rank must call it at the same point.
+
+    Args:
+        obj: This rank's object (keep it small: it crosses the process group).
+        rank: This process's global rank.
+        world_size: Number of processes; 1 (or no process group) means no collective.
+
+    Returns:
+        The objects in rank order on rank 0, ``None`` on other ranks.
+    """
+    if world_size <= 1:
+        return [obj]
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out: list[Any] | None = [None] * world_size if rank == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
 
 
 def gather_to_rank_zero(window: RankWindow, rank: int, world_size: int) -> list[RankWindow] | None:
-    """Gather every rank's window on rank 0 (``torch.distributed.gather_object``).
-
-    Args:
-        window: This rank's window.
-        rank: This process's global rank.
-        world_size: Number of processes; 1 means no collective.
+    """Gather every rank's window on rank 0 (see :func:`gather_objects`).
 
     Returns:
         All windows on rank 0, ``None`` on other ranks.
     """
-    if world_size <= 1:
-        return [window]
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return [window]
-    out: list[Any] | None = [None] * world_size if rank == 0 else None
-    dist.gather_object(window, out, dst=0)
+    out = gather_objects(window, rank, world_size)
     if out is None:
         return None
     return [w for w in out if isinstance(w, RankWindow)]

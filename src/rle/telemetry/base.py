@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final, Literal, Protocol, TypedDict, runtime_checkable
 
 __all__ = [
@@ -131,7 +131,6 @@ class Sample:
         values: ``{quantity_name: value}`` merged from every source, units in the names.
         sample_duration_s: Time spent reading all sources for this sample, seconds.
         failed_sources: Names of the sources whose ``sample()`` raised for this sample.
-        extra: Fields returned by the sampler's per-sample hook (e.g. RLE terms), else empty.
     """
 
     wall_time_s: float
@@ -140,7 +139,6 @@ class Sample:
     values: Mapping[str, float]
     sample_duration_s: float
     failed_sources: tuple[str, ...] = ()
-    extra: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +152,6 @@ class WindowSummary:
         sampling_time_s: Total time spent sampling in the window (sum of
             ``Sample.sample_duration_s``), seconds.
         carry: Last finite reading of every counter key, to pass to the next window.
-        extra_last: Last value of every hook field (``Sample.extra``) in the window.
         first_wall_time_s: Wall-clock time of the first sample (NaN for an empty window).
         last_wall_time_s: Wall-clock time of the last sample (NaN for an empty window).
     """
@@ -163,7 +160,6 @@ class WindowSummary:
     sample_count: int
     sampling_time_s: float
     carry: dict[str, float]
-    extra_last: dict[str, float]
     first_wall_time_s: float
     last_wall_time_s: float
 
@@ -265,11 +261,9 @@ def aggregate_window(
     """
     carry = dict(carry or {})
     series: dict[str, list[float]] = {}
-    extra_last: dict[str, float] = {}
     for sample in samples:
         for key, value in sample.values.items():
             series.setdefault(key, []).append(float(value))
-        extra_last.update(sample.extra)
 
     values: dict[str, float] = {}
     new_carry = dict(carry)
@@ -298,7 +292,6 @@ def aggregate_window(
         sample_count=len(samples),
         sampling_time_s=math.fsum(s.sample_duration_s for s in samples),
         carry=new_carry,
-        extra_last=extra_last,
         first_wall_time_s=samples[0].wall_time_s if samples else math.nan,
         last_wall_time_s=samples[-1].wall_time_s if samples else math.nan,
     )

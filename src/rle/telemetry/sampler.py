@@ -15,24 +15,20 @@ sleeping.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from rle.errors import ConfigError
 from rle.telemetry.base import Sample, TelemetrySource
 
-__all__ = ["SampleHook", "Sampler"]
+__all__ = ["Sampler"]
 
 logger = logging.getLogger(__name__)
-
-SampleHook = Callable[[Sample], Mapping[str, float] | None]
-"""Called in the sampler thread with every sample; may return extra fields (``Sample.extra``)."""
 
 MAX_SAMPLE_HZ: Final[float] = 100.0
 
@@ -49,9 +45,6 @@ class Sampler:
         wait: ``wait(timeout_s) -> stop_requested``: blocks up to ``timeout_s`` seconds and
             returns True when the sampler should stop. Default: waits on the internal stop event.
             Tests pass a fake clock's wait that advances the clock.
-        on_sample: Optional hook run in the sampler thread on every sample (e.g. to feed the
-            incremental RLE engine); a mapping it returns is stored as ``Sample.extra``. Its
-            errors are reported once and ignored.
         max_buffered: Most samples kept between drains; older ones are dropped, counted in
             :attr:`dropped_samples` and reported once.
         initial_step: Step stamped on samples before the first :meth:`set_step`.
@@ -69,7 +62,6 @@ class Sampler:
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         wait: Callable[[float], bool] | None = None,
-        on_sample: SampleHook | None = None,
         max_buffered: int = 10_000,
         initial_step: int = 0,
         join_timeout_s: float = 5.0,
@@ -85,7 +77,6 @@ class Sampler:
         self._wall = wall
         self._stop_event = threading.Event()
         self._wait = wait if wait is not None else self._stop_event.wait
-        self._on_sample = on_sample
         self._join_timeout_s = float(join_timeout_s)
         self._step = int(initial_step)
         self._buffer: deque[Sample] = deque(maxlen=int(max_buffered))
@@ -138,7 +129,7 @@ class Sampler:
 
     @property
     def failures(self) -> dict[str, int]:
-        """Number of failed ``sample()`` calls per source name (hook failures: ``"on_sample"``)."""
+        """Number of failed ``sample()`` calls per source name."""
         return dict(self._failures)
 
     @property
@@ -268,7 +259,7 @@ class Sampler:
             except Exception as e:  # noqa: BLE001 - a source must never kill the sampler
                 failed.append(source.name)
                 self._report(source.name, e)
-        sample = Sample(
+        return Sample(
             wall_time_s=wall_s,
             monotonic_s=start_s,
             global_step=step,
@@ -276,15 +267,6 @@ class Sampler:
             sample_duration_s=self._monotonic() - start_s,
             failed_sources=tuple(failed),
         )
-        if self._on_sample is not None:
-            try:
-                extra = self._on_sample(sample)
-            except Exception as e:  # noqa: BLE001 - the hook must never kill the sampler
-                self._report("on_sample", e)
-            else:
-                if extra:
-                    sample = dataclasses.replace(sample, extra=dict(extra))
-        return sample
 
     def _report(self, name: str, error: Exception) -> None:
         self._failures[name] = self._failures.get(name, 0) + 1

@@ -31,6 +31,9 @@ __all__ = [
     "unavailable_reason_tag",
     # imported recordings (rle.ingest)
     "SAMPLES_ARTIFACT",
+    "SAMPLES_DIR",
+    "SAMPLES_PREVIEW_ARTIFACT",
+    "SAMPLES_SCHEMA_ARTIFACT",
     "TAG_CONTENT_SHA256",
     "TAG_LEGACY_FORMAT",
     "TAG_PROFILE",
@@ -178,6 +181,12 @@ def rank_quantity(rank: int, quantity: str) -> str:
 
 SAMPLES_ARTIFACT = "telemetry/samples.parquet"
 """Run artifact holding the raw samples of an imported recording (one table per run)."""
+SAMPLES_DIR = "telemetry/samples"
+"""Run artifact folder of a training run's streamed samples: ``rank_<r>/part-<k>.parquet``."""
+SAMPLES_PREVIEW_ARTIFACT = "telemetry/samples_preview.csv"
+"""First rows of rank 0's samples as CSV, which the MLflow UI shows (it cannot show Parquet)."""
+SAMPLES_SCHEMA_ARTIFACT = "telemetry/samples_schema.json"
+"""Columns and types of the samples, and rows and parts per rank."""
 TAG_SOURCE = "rle.source"
 """Run tag: where the data came from (``rle_lab_v03``, ``rle_lab_v03_old``, ``rle_lab_v2``, ``rle_lab_joint``)."""
 TAG_PROFILE = "rle.profile"

@@ -46,6 +46,7 @@ __all__ = [
     "RunReader",
     "Selection",
     "SelectedRuns",
+    "read_samples",
 ]
 
 log = logging.getLogger(__name__)
@@ -513,40 +514,73 @@ class RunReader:
             log.warning("Cannot read artifact %s of run %s: %s", path, run_id, e)
             return None
 
+    def _sample_parts(self, run_id: str, artifact_uri: str, tmp: Path) -> list[Path]:
+        """Local paths of a run's streamed sample parts (``telemetry/samples/rank_<r>/*.parquet``)."""
+        from mlflow.exceptions import MlflowException
+
+        local_root = _local_path(artifact_uri) if artifact_uri else None
+        if local_root is not None and local_root.is_dir():
+            return sorted((local_root / keys.SAMPLES_DIR).glob("rank_*/*.parquet"))
+        try:
+            if not self.client.list_artifacts(run_id, keys.SAMPLES_DIR):
+                return []
+            folder = Path(self.client.download_artifacts(run_id, keys.SAMPLES_DIR, str(tmp)))
+        except (MlflowException, OSError) as e:
+            log.warning("Cannot read %s of run %s: %s", keys.SAMPLES_DIR, run_id, e)
+            return []
+        return sorted(folder.glob("rank_*/*.parquet"))
+
     def has_samples(self, run_id: str, artifact_uri: str = "") -> bool:
-        """Whether the run has a ``telemetry/samples.parquet`` artifact.
+        """Whether the run has raw samples: streamed parts or one ``telemetry/samples.parquet``.
 
         Args:
             run_id: The run.
             artifact_uri: Its artifact URI (from :attr:`SelectedRuns.runs`); looked up if empty.
 
         Returns:
-            ``True`` if the artifact exists.
+            ``True`` if either artifact exists.
         """
+        from mlflow.exceptions import MlflowException
+
         uri = artifact_uri or str(self.client.get_run(run_id).info.artifact_uri)
-        return self._exists(run_id, uri, keys.SAMPLES_ARTIFACT)
+        if self._exists(run_id, uri, keys.SAMPLES_ARTIFACT):
+            return True
+        local_root = _local_path(uri) if uri else None
+        if local_root is not None and local_root.is_dir():
+            return any((local_root / keys.SAMPLES_DIR).glob("rank_*/*.parquet"))
+        try:
+            return bool(self.client.list_artifacts(run_id, keys.SAMPLES_DIR))
+        except (MlflowException, OSError):
+            return False
 
     def samples(self, run_id: str, artifact_uri: str = "") -> pd.DataFrame | None:
-        """Read a run's raw telemetry samples (``telemetry/samples.parquet``).
+        """Read a run's raw telemetry samples, whichever layout the run has.
+
+        Training runs stream one Parquet part file per rank and upload interval
+        (``telemetry/samples/rank_<r>/part-<k>.parquet``, :mod:`rle.telemetry.samples_file`);
+        imported recordings hold one ``telemetry/samples.parquet``. Either reads as one table.
 
         Args:
             run_id: The run.
             artifact_uri: Its artifact URI (from :attr:`SelectedRuns.runs`); looked up if empty.
 
         Returns:
-            The table as written by the telemetry callback (one row per sample and device;
-            ``wall_time_s`` UTC epoch s), or ``None`` if the run has no such artifact or it
+            One row per sample and device (``wall_time_s`` UTC epoch s, ``rank``, ``node_rank``,
+            ``host``, the quantities and RLE terms), or ``None`` if the run has no samples or they
             cannot be read (logged as a warning).
         """
+        from rle.telemetry.samples_file import read_sample_files
+
         uri = artifact_uri or str(self.client.get_run(run_id).info.artifact_uri)
         with tempfile.TemporaryDirectory() as tmp:
             path = self._artifact(run_id, uri, keys.SAMPLES_ARTIFACT, Path(tmp))
-            if path is None:
+            paths = [path] if path is not None else self._sample_parts(run_id, uri, Path(tmp))
+            if not paths:
                 return None
             try:
-                return pd.read_parquet(path)
+                return read_sample_files(paths)
             except (OSError, ValueError) as e:
-                log.warning("Cannot read %s of run %s: %s", keys.SAMPLES_ARTIFACT, run_id, e)
+                log.warning("Cannot read the samples of run %s: %s", run_id, e)
                 return None
 
     def original_files(self, run_id: str, dest: Path, artifact_uri: str = "") -> Path | None:
@@ -614,3 +648,17 @@ class RunReader:
 
 def _ms_to_s(ms: int | None) -> float:
     return math.nan if ms is None else float(ms) / 1000.0
+
+
+def read_samples(run_id: str, tracking_uri: str) -> pd.DataFrame | None:
+    """Read one run's raw telemetry samples from any store (see :meth:`RunReader.samples`).
+
+    Args:
+        run_id: The run.
+        tracking_uri: The tracking URI (``sqlite:///mlruns/mlflow.db``, ``http://host:5000``).
+
+    Returns:
+        One table of every rank's samples (streamed parts or one ``samples.parquet``), or
+        ``None`` if the run has none.
+    """
+    return RunReader(tracking_uri).samples(run_id)
