@@ -606,7 +606,9 @@ class HardwareMonitor(L.Callback):
         }
         if trainer.is_global_zero and parts:
             summary.columns = names
-            summary.preview = pq.read_table(parts[0]).slice(0, PREVIEW_ROWS).to_pandas()
+            summary.preview = read_sample_files(_first_parts(parts, PREVIEW_ROWS)).head(
+                PREVIEW_ROWS
+            )
         return summary
 
     def _publish(self, trainer: L.Trainer, summary: SampleSummary) -> dict[str, float]:
@@ -666,6 +668,20 @@ class HardwareMonitor(L.Callback):
         if self._built is not None:
             self._built.close()
             self._built = None
+
+
+def _first_parts(parts: list[Path], rows: int) -> list[Path]:
+    """The leading parts that hold at least ``rows`` rows (all of them if fewer)."""
+    import pyarrow.parquet as pq
+
+    out: list[Path] = []
+    seen = 0
+    for p in parts:
+        out.append(p)
+        seen += pq.ParquetFile(p).metadata.num_rows
+        if seen >= rows:
+            break
+    return out
 
 
 def _explicit_inputs(rle_cfg: Mapping[str, Any]) -> dict[str, dict[str, float]]:
