@@ -1,0 +1,184 @@
+"""Telemetry at scale: rank 0's resident memory over time and bytes gathered per logging step.
+
+For each sampling rate (1/10/100 Hz by default) and rank count (1/2/4 CPU processes, gloo DDP via
+Lightning's ``strategy="ddp"``), trains a small linear model for ``--duration`` seconds with
+``TelemetryCallback`` (a fake GPU per rank standing in for NVML, plus the real psutil host and
+process sources) into a temporary SQLite store through Lightning's ``MLFlowLogger``, and measures
+on rank 0:
+
+* resident set size (psutil RSS) sampled every 0.5 s: at the end of warm-up (a third of the run)
+  and at the end, and the growth between them in MB and MB per minute;
+* the pickled size of everything the telemetry gather brings to rank 0 per logging step (all
+  ranks' windows), mean over the run, in bytes.
+
+Goals (issue 14): memory flat after warm-up (no growth with run length beyond the Parquet
+writer's row-group buffer) and gather bytes per step independent of the sampling rate.
+
+Each configuration runs in its own process (Lightning's DDP launcher re-runs the script for the
+other ranks). Usage::
+
+    python benchmarks/telemetry_scale.py                       # the table, 30 s per configuration
+    python benchmarks/telemetry_scale.py --hz 50 --ranks 1 --duration 150   # the long single run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
+logging.getLogger("rle").setLevel(logging.ERROR)
+
+
+def _one(hz: float, duration_s: float, ranks: int, out: Path, mode: str = "telemetry") -> None:
+    """Run one configuration (every rank of it runs this function)."""
+    import lightning as L
+    import psutil
+    import torch
+    from lightning.pytorch.loggers import MLFlowLogger
+    from torch.utils.data import DataLoader, TensorDataset
+
+    import rle.callbacks.hardware as hardware
+    from rle.callbacks.telemetry import TelemetryCallback
+
+    gathered_bytes: list[int] = []
+    real_gather = hardware.gather_to_rank_zero
+
+    def measuring_gather(window: Any, rank: int, world_size: int) -> Any:
+        result = real_gather(window, rank, world_size)
+        if result is not None:
+            gathered_bytes.append(sum(len(pickle.dumps(w)) for w in result))
+        return result
+
+    hardware.gather_to_rank_zero = measuring_gather  # type: ignore[assignment]
+
+    class Linear(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(32, 1)
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            time.sleep(0.02)  # ~50 steps/s: the logging cadence of a fast training loop
+            return torch.nn.functional.mse_loss(self.layer(x), y)
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+        def train_dataloader(self) -> DataLoader[Any]:
+            x = torch.randn(4096, 32)
+            return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8)
+
+    rss: list[tuple[float, float]] = []
+    stop = threading.Event()
+    proc = psutil.Process()
+    t0 = time.monotonic()
+
+    def watch() -> None:
+        while not stop.wait(0.5):
+            rss.append((time.monotonic() - t0, proc.memory_info().rss / 1e6))
+
+    threading.Thread(target=watch, daemon=True).start()
+    uri = "sqlite:///" + (out.parent / "bench.db").as_posix()
+    sources = {
+        "gpu": {"_target_": "rle.telemetry.fake.FakeGpuSource", "index": 0},
+        "cpu": {"_target_": "rle.telemetry.cpu.CpuHostSource"},
+        "process": {"_target_": "rle.telemetry.cpu.ProcessSource"},
+    }
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=ranks,
+        strategy="ddp" if ranks > 1 else "auto",
+        max_time={"seconds": duration_s},
+        max_epochs=-1,
+        log_every_n_steps=1,
+        logger=MLFlowLogger(experiment_name="scale", tracking_uri=uri),
+        callbacks={
+            "telemetry": [TelemetryCallback(sources=sources, sample_hz=hz, upload_every_s=30.0)],
+            "train-only": [TelemetryCallback(sources={})],
+            "none": [],
+        }[mode],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(Linear())
+    stop.set()
+    if trainer.is_global_zero:
+        out.write_text(json.dumps({"rss": rss, "gathered_bytes": gathered_bytes}))
+
+
+def _run(hz: float, ranks: int, duration_s: float, mode: str = "telemetry") -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        cmd = [sys.executable, os.path.abspath(__file__), "--one", "--hz", str(hz), "--ranks", str(ranks)]
+        cmd += ["--duration", str(duration_s), "--out", str(out), "--mode", mode]
+        subprocess.run(cmd, check=True, env=env, timeout=duration_s * 3 + 300, cwd=tmp)
+        data = json.loads(out.read_text())
+    rss = data["rss"]
+    warm = [m for t, m in rss if t >= duration_s / 3]
+    gathered = data["gathered_bytes"]
+    span_min = max((rss[-1][0] - duration_s / 3) / 60.0, 1e-9)
+    return {
+        "rss_warm_mb": warm[0],
+        "rss_end_mb": warm[-1],
+        "growth_mb": warm[-1] - warm[0],
+        "growth_mb_per_min": (warm[-1] - warm[0]) / span_min,
+        "gather_bytes_per_step": sum(gathered) / max(len(gathered), 1),
+        "steps": float(len(gathered)),
+    }
+
+
+def main() -> None:
+    """Print the table (or run one configuration with ``--one``)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--hz", type=float, nargs="*", default=[1.0, 10.0, 100.0])
+    p.add_argument("--ranks", type=int, nargs="*", default=[1, 2, 4])
+    p.add_argument("--duration", type=float, default=30.0, help="seconds per configuration")
+    p.add_argument(
+        "--mode",
+        choices=["telemetry", "train-only", "none"],
+        default="telemetry",
+        help="telemetry (default); train-only: TelemetryCallback(sources={}); none: no callback "
+        "(the baselines of Lightning + MLFlowLogger alone)",
+    )
+    p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        _one(args.hz[0], args.duration, args.ranks[0], args.out, args.mode)
+        return
+    print(  # noqa: T201
+        f"mode {args.mode}, {args.duration:.0f} s per configuration; RSS of rank 0 (psutil)"
+    )
+    print(  # noqa: T201
+        "| sample_hz | ranks | steps | RSS after warm-up (MB) | RSS at end (MB) | growth (MB) "
+        "| growth (MB/min) | gathered per logging step (bytes) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")  # noqa: T201
+    for ranks in args.ranks:
+        for hz in args.hz:
+            r = _run(hz, ranks, args.duration, args.mode)
+            print(  # noqa: T201
+                f"| {hz:g} | {ranks} | {r['steps']:.0f} | {r['rss_warm_mb']:.1f} | "
+                f"{r['rss_end_mb']:.1f} | {r['growth_mb']:+.1f} | {r['growth_mb_per_min']:+.2f} | "
+                f"{r['gather_bytes_per_step']:.0f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
