@@ -1,9 +1,9 @@
 """One MLflow run per job whatever launches it: rle.train alone, strategy=ddp, torchrun, SLURM.
 
 Real processes (gloo on CPU) into a real SQLite store. SLURM here runs as two processes carrying
-the environment variables exactly as ``srun --ntasks=2`` on one node sets them (named as such: no
-slurmctld), which is what Lightning's SLURMEnvironment reads; ``test_slurm_real.py`` runs the same
-job through ``srun`` under a real single-host slurmctld + slurmd.
+the environment variables exactly as ``srun --nodes=1 --ntasks-per-node=2`` sets them (named as
+such: no slurmctld), which is what Lightning's SLURMEnvironment reads; ``test_slurm_real.py`` runs
+the same job through ``srun`` under a real single-host slurmctld + slurmd.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def test_slurm_srun_environment_two_tasks_is_one_run(tmp_path: Path) -> None:
     procs, logs = [], []
     for task in (0, 1):
         env = run_env(tmp_path)
-        env.update(  # what `srun --ntasks=2 --nodes=1` sets for each task (subset Lightning reads)
+        env.update(  # `srun --nodes=1 --ntasks-per-node=2` sets these per task (and more)
             SLURM_JOB_ID=job_id,
             SLURM_JOB_NAME="rle-test",
             SLURM_NTASKS="2",

@@ -46,7 +46,7 @@ def _which(tool: str) -> str | None:
 
 
 def ensure_slurm(install_timeout_s: float = 300.0) -> dict[str, str]:
-    """Paths of the Slurm daemons and clients, installing ``slurm-wlm`` with apt if they are missing.
+    """Paths of the Slurm daemons and clients; installs ``slurm-wlm`` with apt if they are missing.
 
     Installation is tried only as root on a machine with ``apt-get`` (a clean Debian CI machine):
     ``apt-get update`` and ``apt-get install -y slurm-wlm``, together bounded by
@@ -150,7 +150,7 @@ class SlurmCluster:
         self.root = Path(tempfile.mkdtemp(prefix="rle-slurm-"))
         self.conf = self.root / "slurm.conf"
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
-        self._procs: list[subprocess.Popen[bytes]] = []
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def logs(self, chars: int = 3000) -> str:
         """The end of both daemons' log files (and their stderr), for failure messages."""
@@ -176,7 +176,7 @@ class SlurmCluster:
         return out.stdout if out.returncode == 0 else None
 
     def node_state(self) -> str | None:
-        """The node's state as ``sinfo`` reports it (``idle``, ``down*``, ...), ``None`` if unknown."""
+        """The node's state in ``sinfo`` (``idle``, ``down*``, ...); ``None`` if unknown."""
         out = self._client("sinfo", "-h", "-N", "-n", NODE, "-o", "%T")
         if out is None or not out.strip():
             return None
@@ -194,23 +194,22 @@ class SlurmCluster:
         self.conf.write_text(_config(self.root, free_port(), free_port(), getpass.getuser()))
         for daemon, extra in (("slurmctld", []), ("slurmd", ["-N", NODE])):
             with (self.root / f"{daemon}.out").open("wb") as out:
-                self._procs.append(
-                    subprocess.Popen(
-                        [self.tools[daemon], "-D", "-f", str(self.conf), *extra],
-                        env=self.env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,  # its own process group, ended by stop()
-                    )
+                self._procs[daemon] = subprocess.Popen(
+                    [self.tools[daemon], "-D", "-f", str(self.conf), *extra],
+                    env=self.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group, ended by stop()
                 )
         deadline = time.monotonic() + self.ready_timeout_s
         state = None
         while time.monotonic() < deadline:
-            dead = [p.args[0] for p in self._procs if p.poll() is not None]
+            dead = [d for d, p in self._procs.items() if p.poll() is not None]
             if dead:
+                logs = self.logs()
                 self.stop()
-                raise SlurmUnavailable(f"{dead} exited while starting:\n{self.logs()}")
+                raise SlurmUnavailable(f"{' and '.join(dead)} exited while starting:\n{logs}")
             state = self.node_state()
             if state == "idle":
                 return self
@@ -227,7 +226,7 @@ class SlurmCluster:
         Each step is bounded: jobs get ``timeout_s`` to leave the queue, daemons ``timeout_s`` to
         exit after SIGTERM before SIGKILL. The temporary directory is removed.
         """
-        alive = [p for p in self._procs if p.poll() is None]
+        alive = [p for p in self._procs.values() if p.poll() is None]
         if len(alive) == len(self._procs) and alive:  # both up: let Slurm end its own jobs
             self._client("scancel", "--full", "--user", getpass.getuser())
             deadline = time.monotonic() + timeout_s
@@ -239,7 +238,7 @@ class SlurmCluster:
         for p in alive:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGTERM)
-        for p in self._procs:
+        for p in self._procs.values():
             try:
                 p.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
