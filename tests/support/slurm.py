@@ -3,11 +3,12 @@
 :func:`ensure_slurm` finds the daemons and ``srun`` on ``PATH`` (``/usr/sbin`` included) or, as
 root on Debian/Ubuntu, installs Debian's ``slurm-wlm`` with ``apt-get`` within a bounded time.
 :class:`SlurmCluster` writes a minimal ``slurm.conf`` into a fresh temporary directory (one node
-``localhost`` at 127.0.0.1 with this machine's CPUs, one default partition, ``auth/none`` so no
-``munged`` is needed, no cgroups: ``proctrack/linuxproc``, ``task/none``, no accounting), picks
-free ports for both daemons, starts them in the foreground (``-D``) in their own process groups
-with their logs in that directory, and waits, bounded, until the node is ``idle``. Clients
-(``srun``, ``sinfo``, ``scancel``) reach it through :attr:`SlurmCluster.env` (``SLURM_CONF``).
+``localhost`` at 127.0.0.1 with this machine's CPUs, one default partition, daemons bound to
+127.0.0.1 only, ``auth/none`` so no ``munged`` is needed, no cgroups: ``proctrack/linuxproc``,
+``task/none``, no accounting), picks free ports for both daemons, starts them in the foreground
+(``-D``) in their own process groups with their logs in that directory, and waits, bounded,
+until the node is ``idle``. Clients (``srun``, ``sinfo``, ``scancel``) reach it through
+:attr:`SlurmCluster.env` (``SLURM_CONF``).
 :meth:`SlurmCluster.stop` cancels what is still queued or running, then ends both process groups.
 
 Anything that keeps Slurm from running here raises :class:`SlurmUnavailable` with the reason, for
@@ -108,6 +109,8 @@ def _config(root: Path, ctld_port: int, slurmd_port: int, user: str) -> str:
             # no munged: a single host that trusts itself, as only local clients can reach it
             "AuthType=auth/none",
             "CredType=cred/none",
+            # bind to the node's own address (127.0.0.1 here), not to every address on the machine
+            "CommunicationParameters=NoCtldInAddrAny,NoInAddrAny",
             "MpiDefault=none",
             "MailProg=/bin/true",
             # no cgroups (a container has none to delegate): processes are tracked by /proc
