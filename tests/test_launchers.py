@@ -1,13 +1,13 @@
 """One MLflow run per job whatever launches it: rle.train alone, strategy=ddp, torchrun, SLURM.
 
-Real processes (gloo on CPU) into a real SQLite store. SLURM runs as two processes carrying the
-environment variables exactly as ``srun --ntasks=2`` on one node sets them (named as such: no
-slurmctld here), which is what Lightning's SLURMEnvironment reads.
+Real processes (gloo on CPU) into a real SQLite store. SLURM here runs as two processes carrying
+the environment variables exactly as ``srun --nodes=1 --ntasks-per-node=2`` sets them (named as
+such: no slurmctld), which is what Lightning's SLURMEnvironment reads; ``test_slurm_real.py`` runs
+the same job through ``srun`` under a real single-host slurmctld + slurmd.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -17,28 +17,10 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from rle.tracking.reader import read_samples
+from support.launchers import ARGS, TIMEOUT_S, one_finished_run, run_env
 from support.mlflow_server import free_port
 
 pytestmark = pytest.mark.slow
-
-ARGS = (
-    "workload=distilgpt2_tiny",
-    "trainer.max_steps=4",
-    "trainer.enable_progress_bar=false",
-    "telemetry=cpu_only",
-    "telemetry.sample_hz=5",
-    "data.block_size=32",
-    "data.batch_size=2",
-    "data.tokenizer_vocab_size=300",
-)
-TIMEOUT_S = 300
-
-
-def _env(root: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SLURM_"))}
-    env.update(RLE_PROJECT_ROOT=str(root), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    return env
 
 
 def _torchrun() -> list[str]:
@@ -60,36 +42,18 @@ def _wait_all(procs: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
                 p.kill()
 
 
-def _one_finished_run(root: Path, ranks: int, nodes: int = 1) -> None:
-    client = MlflowClient(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert len(runs) == 1, [(r.info.run_name, r.info.status) for r in runs]
-    run = runs[0]
-    assert run.info.status == "FINISHED"
-    assert "telemetry.key_clash" not in run.data.tags
-    for r in range(ranks):
-        assert f"system/rank_{r}/process_cpu_percentage" in run.data.metrics
-    frame = read_samples(run.info.run_id, client.tracking_uri)
-    assert set(frame["rank"]) == set(range(ranks))
-    assert set(frame["node_rank"]) == set(range(nodes))
-    if nodes > 1:
-        for n in range(nodes):
-            assert f"system/node_{n}/system_memory_usage_percentage" in run.data.metrics
-        assert {f"node_{n}/cpu" for n in range(nodes)} <= set(frame["device"])
-
-
 def test_strategy_ddp_two_cpu_processes_is_one_run(tmp_path: Path) -> None:
     log = tmp_path / "job.log"
     cmd = [sys.executable, "-m", "rle.train", *ARGS, "trainer.devices=2", "trainer.strategy=ddp"]
-    _wait_all([_start(cmd, _env(tmp_path), tmp_path, log)], [log])
-    _one_finished_run(tmp_path, ranks=2)
+    _wait_all([_start(cmd, run_env(tmp_path), tmp_path, log)], [log])
+    one_finished_run(tmp_path, ranks=2)
 
 
 def test_torchrun_standalone_two_processes_is_one_run(tmp_path: Path) -> None:
     log = tmp_path / "job.log"
     cmd = [*_torchrun(), "--standalone", "--nproc_per_node=2", "-m", "rle.train", *ARGS]
-    _wait_all([_start(cmd, _env(tmp_path), tmp_path, log)], [log])
-    _one_finished_run(tmp_path, ranks=2)
+    _wait_all([_start(cmd, run_env(tmp_path), tmp_path, log)], [log])
+    one_finished_run(tmp_path, ranks=2)
 
 
 def test_torchrun_two_nodes_on_loopback_is_one_run(tmp_path: Path) -> None:
@@ -108,9 +72,9 @@ def test_torchrun_two_nodes_on_loopback_is_one_run(tmp_path: Path) -> None:
             "rle.train",
             *ARGS,
         ]
-        procs.append(_start(cmd, _env(tmp_path), tmp_path, logs[-1]))
+        procs.append(_start(cmd, run_env(tmp_path), tmp_path, logs[-1]))
     _wait_all(procs, logs)
-    _one_finished_run(tmp_path, ranks=2, nodes=2)
+    one_finished_run(tmp_path, ranks=2, nodes=2)
 
 
 def test_slurm_srun_environment_two_tasks_is_one_run(tmp_path: Path) -> None:
@@ -118,8 +82,8 @@ def test_slurm_srun_environment_two_tasks_is_one_run(tmp_path: Path) -> None:
     master_port = str(free_port())
     procs, logs = [], []
     for task in (0, 1):
-        env = _env(tmp_path)
-        env.update(  # what `srun --ntasks=2 --nodes=1` sets for each task (subset Lightning reads)
+        env = run_env(tmp_path)
+        env.update(  # `srun --nodes=1 --ntasks-per-node=2` sets these per task (and more)
             SLURM_JOB_ID=job_id,
             SLURM_JOB_NAME="rle-test",
             SLURM_NTASKS="2",
@@ -136,11 +100,11 @@ def test_slurm_srun_environment_two_tasks_is_one_run(tmp_path: Path) -> None:
         cmd = [sys.executable, "-m", "rle.train", *ARGS]
         procs.append(_start(cmd, env, tmp_path, logs[-1]))
     _wait_all(procs, logs)
-    _one_finished_run(tmp_path, ranks=2)
+    one_finished_run(tmp_path, ranks=2)
 
 
 def test_sigterm_while_waiting_for_peers_exits_promptly_and_ends_the_run(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    env = run_env(tmp_path)
     env.update(NODE_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     log = tmp_path / "job.log"
     cmd = [
@@ -172,7 +136,7 @@ def test_sigterm_while_waiting_for_peers_exits_promptly_and_ends_the_run(tmp_pat
 
 
 def test_rendezvous_that_cannot_complete_fails_within_the_timeout(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    env = run_env(tmp_path)
     env.update(NODE_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     cmd = [
         sys.executable,
@@ -194,8 +158,8 @@ def test_the_callback_in_a_users_own_torchrun_script_is_one_run(tmp_path: Path) 
     script = Path(__file__).resolve().parents[1] / "examples" / "own_training.py"
     cmd = [*_torchrun(), "--standalone", "--nproc_per_node=2", str(script), "--devices", "2",
            "--max-steps", "10"]  # fmt: skip
-    _wait_all([_start(cmd, _env(tmp_path), tmp_path, log)], [log])
-    _one_finished_run(tmp_path, ranks=2)
+    _wait_all([_start(cmd, run_env(tmp_path), tmp_path, log)], [log])
+    one_finished_run(tmp_path, ranks=2)
 
 
 def test_a_users_own_module_runs_under_rle_train_from_its_config_dir(tmp_path: Path) -> None:
@@ -203,7 +167,7 @@ def test_a_users_own_module_runs_under_rle_train_from_its_config_dir(tmp_path: P
     cmd = [sys.executable, "-m", "rle.train", "--config-dir", "conf", "workload=regression",
            "trainer.max_steps=3", "trainer.enable_progress_bar=false", "telemetry=cpu_only"]  # fmt: skip
     out = subprocess.run(
-        cmd, cwd=examples, env=_env(tmp_path), capture_output=True, text=True, timeout=TIMEOUT_S
+        cmd, cwd=examples, env=run_env(tmp_path), capture_output=True, text=True, timeout=TIMEOUT_S
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
