@@ -9,8 +9,9 @@ slows training and never loses a measurement:
   MLflow's ``log_batch`` limits (1000 metrics, 100 params/tags), writes each batch to the spool
   directory (write-ahead: file written, fsynced and renamed into place **before** it is sent),
   then sends the spooled batches in order and deletes each one the store accepted;
-* a failed request is retried with exponential backoff (capped at ``max_backoff_s``); while the
-  server is unreachable new batches pile up on disk and are sent, oldest first, when it returns;
+* a failed request is retried with exponential backoff (:class:`RetryPolicy`, the one policy of
+  the tracking layer); while the server is unreachable new batches pile up on disk and are sent,
+  oldest first, when it returns;
 * a request the store refuses for good (an invalid value, a deleted run) is renamed
   ``*.rejected`` and reported, so one bad batch never blocks the others.
 
@@ -42,7 +43,7 @@ import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,9 +51,12 @@ from typing import Any, TypeVar
 __all__ = [
     "KINDS",
     "MANIFEST",
+    "TRACKING_RETRY",
     "BackgroundSender",
+    "Backoff",
     "Point",
     "ReplayReport",
+    "RetryPolicy",
     "Spool",
     "SpoolEntry",
     "configure_http_retries",
@@ -130,24 +134,125 @@ def is_transient(exc: BaseException) -> bool:
     return not (isinstance(code, str) and code in _PERMANENT_CODES)
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the tracking layer waits between attempts: exponential backoff with jitter.
+
+    The one policy behind every retry in ``rle.tracking`` (run set-up calls through
+    :func:`retry_call`, :func:`replay`, and the :class:`BackgroundSender` while the store is
+    down). The ``n``-th wait (``n`` from 0) is ``min(initial_s * 2**n, max_backoff_s)``, multiplied
+    by a random factor in ``[1 - jitter, 1 + jitter]`` so that jobs that lost the same server do
+    not come back in lockstep. How long to keep trying is the caller's deadline, passed to
+    :meth:`Backoff.next_delay`.
+
+    Attributes:
+        initial_s: First wait, s (> 0).
+        max_backoff_s: Longest wait, s (>= ``initial_s``).
+        jitter: Relative jitter, 0 <= jitter < 1 (0: exact waits).
+
+    Raises:
+        ValueError: If a field is out of range.
+    """
+
+    initial_s: float = 0.25
+    max_backoff_s: float = 5.0
+    jitter: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not self.initial_s > 0:
+            raise ValueError(f"RetryPolicy.initial_s must be > 0 s, got {self.initial_s}.")
+        if not self.max_backoff_s >= self.initial_s:
+            raise ValueError(
+                f"RetryPolicy.max_backoff_s must be >= initial_s={self.initial_s} s, "
+                f"got {self.max_backoff_s}."
+            )
+        if not 0 <= self.jitter < 1:
+            raise ValueError(f"RetryPolicy.jitter must be in [0, 1), got {self.jitter}.")
+
+    def nominal(self, n: int) -> float:
+        """The ``n``-th wait before jitter, s (``n`` from 0)."""
+        return float(min(self.initial_s * 2.0 ** min(n, 64), self.max_backoff_s))
+
+    def delays(self, rng: random.Random | None = None) -> Iterator[float]:
+        """The waits of one outage, jittered, s (an endless iterator).
+
+        Args:
+            rng: Source of jitter (``random`` by default; pass a seeded one in tests).
+        """
+        n = 0
+        while True:
+            yield self._jittered(self.nominal(n), rng)
+            n += 1
+
+    def _jittered(self, delay: float, rng: random.Random | None) -> float:
+        if not self.jitter:
+            return delay
+        u = (rng or random).uniform(1.0 - self.jitter, 1.0 + self.jitter)  # noqa: S311 (jitter)
+        return delay * u
+
+    def backoff(self, rng: random.Random | None = None) -> Backoff:
+        """A fresh :class:`Backoff` (the state of one sequence of attempts)."""
+        return Backoff(self, rng)
+
+
+class Backoff:
+    """The state of one retry sequence under a :class:`RetryPolicy`.
+
+    ``next_delay`` gives the next wait (growing), ``reset`` starts over after a success.
+
+    Args:
+        policy: The policy.
+        rng: Source of jitter (``random`` by default).
+    """
+
+    def __init__(self, policy: RetryPolicy, rng: random.Random | None = None) -> None:
+        self.policy = policy
+        self._rng = rng
+        self.failures = 0
+        """Consecutive failures so far (calls to :meth:`next_delay` since the last reset)."""
+
+    def next_delay(self, deadline: float | None = None) -> float | None:
+        """Record a failure and return how long to wait before the next attempt, s.
+
+        Args:
+            deadline: ``time.monotonic()`` value after which no attempt should start
+                (``None``: no limit). The wait is cut to end at the deadline.
+
+        Returns:
+            The wait, s, or ``None`` when the deadline has passed (give up).
+        """
+        delay = self.policy._jittered(self.policy.nominal(self.failures), self._rng)
+        self.failures += 1
+        if deadline is None:
+            return delay
+        left = deadline - time.monotonic()
+        return None if left <= 0 else min(delay, left)
+
+    def reset(self) -> None:
+        """Start over from the first wait (after a success)."""
+        self.failures = 0
+
+
+TRACKING_RETRY = RetryPolicy()
+"""The default policy of the tracking layer: 0.25 s doubling to 5 s, +-25 % jitter."""
+
+
 def retry_call(
     fn: Callable[[], T],
     *,
     what: str,
     timeout_s: float,
-    first_delay_s: float = 0.2,
-    max_delay_s: float = 5.0,
+    policy: RetryPolicy = TRACKING_RETRY,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
-    """Call ``fn`` until it succeeds, retrying transient failures with exponential backoff.
+    """Call ``fn`` until it succeeds, retrying transient failures as ``policy`` says.
 
     Args:
         fn: The tracking call.
         what: What it does, for log messages.
         timeout_s: Give up once this many seconds have passed since the first attempt (the last
             attempt may start just before the limit).
-        first_delay_s: Wait before the second attempt, s; doubled each time (with ±25 % jitter).
-        max_delay_s: Longest wait between attempts, s.
+        policy: The waits between attempts (:data:`TRACKING_RETRY`).
         sleep: Sleep function (injectable for tests).
 
     Returns:
@@ -158,19 +263,18 @@ def retry_call(
             is up.
     """
     deadline = time.monotonic() + timeout_s
-    delay = first_delay_s
-    attempt = 1
+    backoff = policy.backoff()
     while True:
         try:
             return fn()
         except Exception as e:
-            left = deadline - time.monotonic()
-            if not is_transient(e) or left <= 0:
+            delay = backoff.next_delay(deadline) if is_transient(e) else None
+            if delay is None:
                 raise
-            log.debug("%s failed (attempt %d, retrying in %.1f s): %s", what, attempt, delay, e)
-            sleep(min(left, delay * random.uniform(0.75, 1.25)))  # noqa: S311 (jitter)
-            delay = min(delay * 2.0, max_delay_s)
-            attempt += 1
+            log.debug(
+                "%s failed (attempt %d, retrying in %.1f s): %s", what, backoff.failures, delay, e
+            )
+            sleep(delay)
 
 
 def health_probe(uri: str, timeout_s: float = 2.0) -> Callable[[], bool] | None:
@@ -579,8 +683,7 @@ def replay(
     include_sent: bool = False,
     include_rejected: bool = False,
     should_stop: Callable[[], bool] = lambda: False,
-    first_delay_s: float = 0.5,
-    max_delay_s: float = 5.0,
+    policy: RetryPolicy = TRACKING_RETRY,
 ) -> ReplayReport:
     """Send a spool's pending batches in order; retry transient failures until ``timeout_s``.
 
@@ -592,8 +695,7 @@ def replay(
         include_sent: Send batches already marked sent too (the store ignores duplicates).
         include_rejected: Retry batches the store refused before.
         should_stop: Polled between batches and while waiting; ``True`` stops the replay.
-        first_delay_s: First wait after a transient failure, s (doubles up to ``max_delay_s``).
-        max_delay_s: Longest wait between attempts, s.
+        policy: The waits after a transient failure (:data:`TRACKING_RETRY`).
 
     Returns:
         A :class:`ReplayReport`.
@@ -605,7 +707,7 @@ def replay(
         raise ValueError(f"spool {spool.directory} has no run id")
     report = ReplayReport()
     deadline = time.monotonic() + timeout_s
-    delay = first_delay_s
+    backoff = policy.backoff()
     queue = deque(spool.pending(include_sent=include_sent, include_rejected=include_rejected))
     while queue and not should_stop():
         path = queue[0]
@@ -626,13 +728,12 @@ def replay(
                 queue.popleft()
                 continue
             report.last_error = str(e)
-            left = deadline - time.monotonic()
-            if left <= 0:
+            delay = backoff.next_delay(deadline)
+            if delay is None:
                 break
-            _interruptible_sleep(min(left, delay), should_stop)
-            delay = min(delay * 2.0, max_delay_s)
+            _interruptible_sleep(delay, should_stop)
             continue
-        delay = first_delay_s
+        backoff.reset()
         spool.mark_sent(entry, keep=keep_sent)
         queue.popleft()
         report.sent[entry.kind] = report.sent.get(entry.kind, 0) + 1
@@ -670,7 +771,8 @@ class BackgroundSender:
         flush_interval_s: How often queued items are spooled and sent, s. Metric points taken
             since the last flush are lost on ``SIGKILL``; earlier ones are in the store or the
             spool.
-        max_backoff_s: Longest wait between attempts while the store is unreachable, s.
+        policy: The waits between attempts while the store is unreachable
+            (:data:`TRACKING_RETRY`).
         probe: Cheap reachability check tried before resending while the store is down (e.g.
             a server's ``/health``); ``None`` resends directly.
     """
@@ -681,7 +783,7 @@ class BackgroundSender:
         client_factory: Callable[[], Any],
         *,
         flush_interval_s: float = 1.0,
-        max_backoff_s: float = 10.0,
+        policy: RetryPolicy = TRACKING_RETRY,
         probe: Callable[[], bool] | None = None,
     ) -> None:
         if not flush_interval_s > 0:
@@ -691,7 +793,7 @@ class BackgroundSender:
         self.probe = probe
         self._client: Any = None
         self.flush_interval_s = float(flush_interval_s)
-        self.max_backoff_s = float(max_backoff_s)
+        self.policy = policy
         self._cond = threading.Condition()
         self._items: deque[_Item] = deque()
         self._n_points = 0
@@ -702,7 +804,7 @@ class BackgroundSender:
         self._stop_deadline: float | None = None
         self._down_since: float | None = None
         self._next_attempt = 0.0
-        self._backoff_s = 0.5
+        self._backoff = policy.backoff()
         self.points_sent = 0
         self.batches_sent = 0
         self.rejected = 0
@@ -886,16 +988,14 @@ class BackgroundSender:
         self.last_error = str(e)
         if self._down_since is None:
             self._down_since = now
-            self._backoff_s = min(0.5, self.max_backoff_s)
+            self._backoff.reset()
             log.warning(
                 "Tracking store unreachable (%s); training goes on, batches are kept in %s and "
                 "sent when it returns.",
                 _short(e),
                 self.spool.directory,
             )
-        else:
-            self._backoff_s = min(self._backoff_s * 2.0, self.max_backoff_s)
-        self._next_attempt = now + self._backoff_s * random.uniform(0.8, 1.2)  # noqa: S311
+        self._next_attempt = now + float(self._backoff.next_delay() or 0.0)
 
     def _on_success(self) -> None:
         if self._down_since is not None:
@@ -904,7 +1004,7 @@ class BackgroundSender:
                 time.monotonic() - self._down_since,
             )
             self._down_since = None
-            self._backoff_s = min(0.5, self.max_backoff_s)
+            self._backoff.reset()
 
 
 def _short(e: BaseException, limit: int = 300) -> str:
