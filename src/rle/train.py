@@ -472,12 +472,7 @@ def run_training(cfg: DictConfig) -> RunResult | None:
     from lightning.pytorch.accelerators import CPUAccelerator
 
     from rle.launch import detect_launch, external_world, resolve_strategy
-    from rle.tracking.logger import (
-        MLflowRunLogger,
-        check_reachable,
-        create_run,
-        log_params,
-    )
+    from rle.tracking.logger import MLflowRunLogger, check_reachable, create_run
     from rle.tracking.redact import Redactor
     from rle.tracking.spool import configure_http_retries
 
@@ -590,18 +585,17 @@ def run_training(cfg: DictConfig) -> RunResult | None:
     log.info("MLflow run %s in experiment %r (%s)", run_id, experiment_name, experiment_id)
 
     # Everything below reaches MLflow through the logger's background sender and spool.
-    client = mlflow_logger.client
     status = "FAILED"
     drained = False
     try:
         preempt.install(
             on_stuck=lambda signum: _end_stuck_run(location, run_id, mlflow_logger, signum)
         )
-        log_params(client, run_id, redactor.mapping({**flatten_config(cfg), **workload.params}))
+        mlflow_logger.submit("params", {**flatten_config(cfg), **workload.params})
         with tempfile.TemporaryDirectory() as tmp:
             cfg_path = Path(tmp) / "train.yaml"
             cfg_path.write_text(_config_yaml(cfg, redactor))
-            client.log_artifact(run_id, str(cfg_path), artifact_path="config")
+            mlflow_logger.submit_artifact(cfg_path, artifact_path="config")
         preempt.trainer = trainer
         _fit(trainer, workload)
         status = "FINISHED" if preempt.signum is None else "KILLED"
@@ -613,7 +607,7 @@ def run_training(cfg: DictConfig) -> RunResult | None:
     except BaseException:
         if preempt.signum is not None:  # e.g. a DDP worker stopped by the same signal
             status = "KILLED"
-        _log_traceback(client, run_id)
+        _log_traceback(mlflow_logger, run_id)
         raise
     finally:
         preempt.finishing = True
@@ -657,12 +651,13 @@ def _fit(trainer: Any, workload: Workload) -> None:
         trainer.fit(workload.module, datamodule=workload.datamodule)
 
 
-def _log_traceback(client: Any, run_id: str) -> None:
+def _log_traceback(mlflow_logger: Any, run_id: str) -> None:
+    """Spool the current exception's traceback as the run's ``error/traceback.txt``."""
     try:
         with tempfile.TemporaryDirectory() as tmp:
             p = Path(tmp) / "traceback.txt"
             p.write_text(traceback.format_exc())
-            client.log_artifact(run_id, str(p), artifact_path="error")
+            mlflow_logger.submit_artifact(p, artifact_path="error")
     except Exception:  # the original error matters more than a failed upload
         log.exception("Could not upload the traceback of run %s", run_id)
 

@@ -349,10 +349,10 @@ def test_logger_unreachable_store_spools_everything_then_sync_replays(
     )
     for step in range(1, 21):
         logger.log_metrics({"train/loss": 1.0 / step, "x": float(step)}, step=step)
-    logger.client.set_tag(run_id, "note", "hi")
+    logger.submit("tags", {"note": "hi"})
     art = tmp_path / "a.txt"
     art.write_text("payload")
-    logger.client.log_artifact(run_id, str(art), artifact_path="telemetry")
+    logger.submit_artifact(art, artifact_path="telemetry")
     art.unlink()
     with caplog.at_level(logging.WARNING):
         assert logger.finish("KILLED") is False
@@ -413,7 +413,7 @@ def test_logger_redacts_params_and_tags(monkeypatch: pytest.MonkeyPatch) -> None
     uri, exp_id, run_id = _local_run()
     logger = MLflowRunLogger(uri, run_id, exp_id)
     logger.log_hyperparams({"db.password": "x", "note": "pw is hunter2-hunter2"})
-    logger.client.set_tag(run_id, "api_key", "abc")
+    logger.submit("tags", {"api_key": "abc"})
     data = MlflowClient(uri).get_run(run_id).data
     assert data.params == {"db.password": REDACTED, "note": f"pw is {REDACTED}"}
     assert data.tags["api_key"] == REDACTED

@@ -33,10 +33,12 @@ Spool layout (one directory per run, ``<project root>/outputs/spool/<run_id>/``)
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
 import os
+import posixpath
 import random
 import re
 import shutil
@@ -51,6 +53,8 @@ from typing import Any, TypeVar
 __all__ = [
     "KINDS",
     "MANIFEST",
+    "MAX_KEY_CHARS",
+    "METRIC_KEY_RULE",
     "TRACKING_RETRY",
     "BackgroundSender",
     "Backoff",
@@ -62,6 +66,7 @@ __all__ = [
     "configure_http_retries",
     "health_probe",
     "is_transient",
+    "metric_key_problem",
     "replay",
     "retry_call",
     "send_entry",
@@ -314,6 +319,58 @@ def configure_http_retries(max_retries: int, timeout_s: float) -> None:
     """
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(int(max_retries)))
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, math.ceil(timeout_s))))
+
+
+# --------------------------------------------------------------------------------- metric keys
+
+
+MAX_KEY_CHARS = 250
+"""MLflow limit on a metric key's length, in characters (``MAX_ENTITY_KEY_LENGTH``)."""
+
+METRIC_KEY_RULE = (
+    "MLflow metric keys may only contain alphanumerics, underscores (_), dashes (-), periods (.), "
+    "spaces, colons (:) and slashes (/), must be a normalised relative path (no leading '/', no "
+    f"'//', '.' or '..' parts) and at most {MAX_KEY_CHARS} characters"
+)
+"""MLflow's rule for metric keys, in words (``mlflow.utils.validation._validate_metric_name``)."""
+
+
+@functools.lru_cache(maxsize=8192)
+def metric_key_problem(key: str) -> str | None:
+    r"""Why the tracking store would refuse ``key`` as a metric key, or ``None`` if it accepts it.
+
+    MLflow validates every metric of a ``log_batch`` request and refuses the whole request for
+    one bad key, so keys are checked before they enter a batch. The check is MLflow's own
+    (``mlflow.utils.validation._validate_metric_name``: the characters ``[/\w.\- :]`` and a
+    name that does not change under ``posixpath.normpath``; no colon on Windows) plus its length
+    limit; where that private function cannot be imported the same rule is applied here.
+    Results are cached (keys repeat every step).
+
+    Args:
+        key: A metric key.
+
+    Returns:
+        MLflow's reason (it names the key), or ``None``.
+    """
+    if not isinstance(key, str) or not key:
+        return f"metric key {key!r} is not a non-empty string"
+    if len(key) > MAX_KEY_CHARS:
+        return f"metric key {key[:40]!r}... is {len(key)} characters, longer than {MAX_KEY_CHARS}"
+    try:
+        from mlflow.exceptions import MlflowException
+        from mlflow.utils.validation import _validate_metric_name
+    except ImportError:  # pragma: no cover - a future MLflow moved it: the same rule, here
+        norm = posixpath.normpath(key)
+        if not re.fullmatch(r"[/\w.\- :]*", key) or (
+            norm != key or norm == "." or norm.startswith(("..", "/"))
+        ):
+            return f"metric key {key!r} is invalid"
+        return None
+    try:
+        _validate_metric_name(key)  # type: ignore[no-untyped-call]
+    except MlflowException as e:
+        return str(e.message)
+    return None
 
 
 # ------------------------------------------------------------------------------------- the spool
@@ -599,14 +656,21 @@ def _atomic_write(path: Path, text: str) -> None:
 # ------------------------------------------------------------------------------------ sending
 
 
-def send_entry(client: Any, run_id: str, entry: SpoolEntry, spool_dir: Path) -> None:
+def send_entry(client: Any, run_id: str, entry: SpoolEntry, spool_dir: Path) -> int:
     """Send one spooled batch with an ``MlflowClient``.
 
+    Metric points whose key MLflow would refuse (:func:`metric_key_problem`; only in spools
+    written before keys were checked) are left out with an error log, so the rest is accepted.
+
     Args:
-        client: An ``mlflow.MlflowClient`` (not a spooling proxy).
+        client: An ``mlflow.MlflowClient``.
         run_id: The run to write into.
         entry: The batch.
         spool_dir: The spool directory (artifact copies are relative to it).
+
+    Returns:
+        The items sent: metric points (without refused keys), params, tags; 1 for an artifact
+        or a status.
 
     Raises:
         Exception: Whatever the client raises (see :func:`is_transient`).
@@ -615,12 +679,26 @@ def send_entry(client: Any, run_id: str, entry: SpoolEntry, spool_dir: Path) -> 
     from mlflow.entities import Metric, Param, RunTag
 
     if entry.kind == "metrics":
-        metrics = [
-            Metric(str(p["k"]), float(p["v"]), int(p["t"]), int(p["s"])) for p in entry.payload
-        ]
+        metrics = []
+        refused: dict[str, int] = {}
+        for p in entry.payload:
+            key = str(p["k"])
+            if metric_key_problem(key) is not None:  # one bad key would sink the whole batch
+                refused[key] = refused.get(key, 0) + 1
+                continue
+            metrics.append(Metric(key, float(p["v"]), int(p["t"]), int(p["s"])))
+        if refused:
+            log.error(
+                "%s: %d metric point(s) not sent, their keys break MLflow's rule (%s): %s",
+                entry.path.name,
+                sum(refused.values()),
+                METRIC_KEY_RULE,
+                ", ".join(repr(k) for k in sorted(refused)),
+            )
         for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
             client.log_batch(run_id, metrics=chunk, synchronous=True)
-    elif entry.kind == "params":
+        return len(metrics)
+    if entry.kind == "params":
         params = [Param(str(p["k"]), str(p["v"])[:MAX_PARAM_VALUE_CHARS]) for p in entry.payload]
         for param_chunk in _chunks(params, MAX_PARAMS_PER_BATCH):
             client.log_batch(run_id, params=param_chunk, synchronous=True)
@@ -643,6 +721,7 @@ def send_entry(client: Any, run_id: str, entry: SpoolEntry, spool_dir: Path) -> 
             client.set_terminated(run_id, status=str(row["status"]), end_time=row.get("end_time"))
     else:  # pragma: no cover (read() validates kinds)
         raise ValueError(f"unknown spool batch kind {entry.kind!r}")
+    return entry.n_items
 
 
 def _chunks(items: list[T], size: int) -> Iterable[list[T]]:
@@ -719,7 +798,7 @@ def replay(
             report.rejected += 1
             continue
         try:
-            send_entry(client, spool.run_id, entry, spool.directory)
+            n_sent = send_entry(client, spool.run_id, entry, spool.directory)
         except Exception as e:
             if isinstance(e, FileNotFoundError) or not is_transient(e):
                 log.error("The tracking store refused %s: %s", path.name, e)
@@ -738,7 +817,7 @@ def replay(
         queue.popleft()
         report.sent[entry.kind] = report.sent.get(entry.kind, 0) + 1
         if entry.kind == "metrics":
-            report.points += entry.n_items
+            report.points += n_sent
     report.left = len(spool.pending(include_rejected=False))
     return report
 
@@ -961,7 +1040,7 @@ class BackgroundSender:
                 if self._client is None:
                     self._client = self._client_factory()
                 assert self.spool.run_id is not None  # noqa: S101 (set by the logger)
-                send_entry(self._client, self.spool.run_id, entry, self.spool.directory)
+                n_sent = send_entry(self._client, self.spool.run_id, entry, self.spool.directory)
             except Exception as e:
                 if isinstance(e, FileNotFoundError) or not is_transient(e):
                     self.rejected += 1
@@ -980,7 +1059,7 @@ class BackgroundSender:
             self._mine.popleft()
             self.batches_sent += 1
             if entry.kind == "metrics":
-                self.points_sent += entry.n_items
+                self.points_sent += n_sent
             self._on_success()
 
     def _on_failure(self, e: BaseException) -> None:
