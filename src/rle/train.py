@@ -562,7 +562,13 @@ def run_training(cfg: DictConfig) -> RunResult | None:
 
     name = workload_name(cfg)
     experiment_name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or str(tracking.experiment_name)
-    from rle.tracking.sweep import job_overrides, parent_run_for_job, swept_values
+    from rle.tracking.sweep import (
+        TAG_SWEEP_JOB,
+        job_number,
+        job_overrides,
+        parent_run_for_job,
+        swept_values,
+    )
 
     run_name = redactor.text(str(cfg.run_name or _default_run_name(name, trainer, swept_values())))
     tags = {
@@ -576,7 +582,12 @@ def run_training(cfg: DictConfig) -> RunResult | None:
     sweep = parent_run_for_job()
     if sweep is not None:
         tags.update(
-            {"mlflow.parentRunId": sweep[0], "rle.sweep_id": sweep[1], "rle.role": "sweep_child"}
+            {
+                "mlflow.parentRunId": sweep[0],
+                "rle.sweep_id": sweep[1],
+                "rle.role": "sweep_child",
+                TAG_SWEEP_JOB: str(job_number()),
+            }
         )
         tags["rle.overrides"] = " ".join(redactor.override(o) for o in job_overrides())[:5000]
     tags = {k: str(v) for k, v in redactor.mapping(tags).items()}
@@ -670,6 +681,8 @@ def _hydra_main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from rle.tracking.sweep import record_failed_job
+
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         result = run_training(cfg)
@@ -687,11 +700,13 @@ def _hydra_main(cfg: DictConfig) -> None:
         log.error("%s", e)
         if not multirun:
             sys.exit(2)
+        record_failed_job()  # counted by the sweep parent even when no run was created
     except Exception:
         if not multirun:
             raise
         # the job's run is already FAILED with its traceback; the sweep goes on
         log.exception("Job failed; the sweep goes on")
+        record_failed_job()
 
 
 def main() -> None:
@@ -705,6 +720,10 @@ def main() -> None:
         sys.path.insert(0, os.getcwd())
     exit_on_override_error("train")
     _hydra_main()
+    from rle.tracking.sweep import LAST_SWEEP
+
+    if LAST_SWEEP and LAST_SWEEP[0].failed:  # a multirun with failed jobs (they were logged)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
