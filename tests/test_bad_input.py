@@ -131,10 +131,14 @@ TRAINING: dict[str, Bad] = {
     ),
     "rle profile": Bad(("telemetry.rle.profile=v9",), MetricInputError, r"v9"),
     "synthetic intensity": Bad(
-        ("workload=synthetic_cpu", "workload.intensity=1.5"), ConfigError, r"intensity"
+        ("workload=synthetic_cpu", "workload.intensity=1.5"),
+        ConfigError,
+        r"workload\.intensity=1\.5 is outside \[0, 1\]: intensity is a duty cycle",
     ),
     "synthetic period": Bad(
-        ("workload=synthetic_cpu", "workload.period_s=0"), ConfigError, r"period"
+        ("workload=synthetic_cpu", "workload.period_s=0"),
+        ConfigError,
+        r"workload\.period_s must be a positive number of seconds, got 0",
     ),
     "tracking.drain_timeout_s -1": Bad(
         ("tracking.drain_timeout_s=-1",),
