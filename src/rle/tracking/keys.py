@@ -112,8 +112,9 @@ TAG_TELEMETRY_SOURCES = "telemetry.sources"
 TAG_TELEMETRY_UNAVAILABLE = "telemetry.unavailable"
 """Run tag: comma-separated names of configured telemetry sources that were unavailable."""
 TAG_TELEMETRY_REFUSED_KEYS = "telemetry.refused_keys"
-"""Run tag: the metric keys MLflow would refuse that the logger did not log, as a JSON list
-(set by :class:`rle.tracking.logger.MLflowRunLogger` when it refuses a new key)."""
+"""Run tag: the metric keys whose points the logger did not log (a key MLflow would refuse, or a
+value that is not a number), as a sorted JSON list; set by
+:class:`rle.tracking.logger.MLflowRunLogger` each time it refuses a new key."""
 
 
 def unavailable_reason_tag(source: str) -> str:
