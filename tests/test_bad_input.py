@@ -89,6 +89,11 @@ TRAINING: dict[str, Bad] = {
         ConfigError,
         r"telemetry\.sample_hz=0(\.0)? is out of range: it must be a\ rate\ in\ Hz,\ 0\ <\ sample_hz\ <=\ 1000",
     ),
+    "telemetry.sample_hz 1e6": Bad(
+        ("telemetry.sample_hz=1e6",),
+        ConfigError,
+        r"telemetry\.sample_hz=1000000(\.0)? is out of range: it must be a\ rate\ in\ Hz,\ 0\ <\ sample_hz\ <=\ 1000",
+    ),
     "telemetry.sample_hz 1000000": Bad(
         ("telemetry.sample_hz=1000000",),
         ConfigError,
@@ -126,10 +131,14 @@ TRAINING: dict[str, Bad] = {
     ),
     "rle profile": Bad(("telemetry.rle.profile=v9",), MetricInputError, r"v9"),
     "synthetic intensity": Bad(
-        ("workload=synthetic_cpu", "workload.intensity=1.5"), ConfigError, r"intensity"
+        ("workload=synthetic_cpu", "workload.intensity=1.5"),
+        ConfigError,
+        r"workload\.intensity=1\.5 is outside \[0, 1\]: intensity is a duty cycle",
     ),
     "synthetic period": Bad(
-        ("workload=synthetic_cpu", "workload.period_s=0"), ConfigError, r"period"
+        ("workload=synthetic_cpu", "workload.period_s=0"),
+        ConfigError,
+        r"workload\.period_s must be a positive number of seconds, got 0",
     ),
     "tracking.drain_timeout_s -1": Bad(
         ("tracking.drain_timeout_s=-1",),
@@ -190,6 +199,13 @@ TRAINING: dict[str, Bad] = {
     "data shorter than a block": Bad(
         ("data.path={d}/short.jsonl",), DataError, r"fewer than one block of 32"
     ),
+    "fewer blocks than batch_size": Bad(
+        ("data.path={d}/few_blocks.jsonl", "data.batch_size=64"),
+        DataError,
+        r"The training text makes \d+ blocks of data\.block_size=32 tokens, fewer than "
+        r"data\.batch_size=64: no full batch, so no training step\. Give more text, or set "
+        r"data\.batch_size to at most \d+",
+    ),
     # ------------------------------------------------------------------ tracking URIs
     "file store in config": Bad(
         ("tracking.uri=./mlruns",),
@@ -220,11 +236,20 @@ TRAINING: dict[str, Bad] = {
         r"Cannot reach the MLflow tracking server at http://127\.0\.0\.1:notaport",
         {"MLFLOW_TRACKING_URI": "http://127.0.0.1:notaport"},
     ),
-    "credentials not echoed": Bad(
+    # credentials go in MLFLOW_TRACKING_USERNAME/PASSWORD, where MLflow reads them; never echoed
+    "credentials in a server URI (env)": Bad(
         (),
-        TrackingError,
-        r"server at http://127\.0\.0\.1:\d+ \(",
+        ConfigError,
+        r"The tracking URI from MLFLOW_TRACKING_URI carries credentials "
+        r"\(http://<user>:<password>@127\.0\.0\.1:\d+\).*export MLFLOW_TRACKING_USERNAME=<user> "
+        r"MLFLOW_TRACKING_PASSWORD=<password>, and set MLFLOW_TRACKING_URI=http://127\.0\.0\.1:\d+",
         {"MLFLOW_TRACKING_URI": f"http://bob:s3cret@{CLOSED_PORT}"},
+    ),
+    "credentials in a server URI (config)": Bad(
+        ("tracking.uri=https://bob:s3cret@mlflow.example:8443",),
+        ConfigError,
+        r"The tracking URI from tracking\.uri carries credentials "
+        r"\(https://<user>:<password>@mlflow\.example:8443\)",
     ),
     "sqlite under a file": Bad(
         ("tracking.uri=sqlite:///{d}/empty.jsonl/x.db",),
@@ -261,6 +286,12 @@ def bad_files(tmp_path: Path) -> Path:
     (d / "fields.jsonl").write_text('{"question": "q"}\n')
     (d / "binary.jsonl").write_bytes(b"\xff\xfe\x00\x01garbage\n")
     (d / "short.jsonl").write_text('{"text": "hi"}\n')
+    (d / "few_blocks.jsonl").write_text(
+        "".join(
+            f'{{"text": "sample {i}: the quick brown fox jumps over the lazy dog"}}\n'
+            for i in range(8)
+        )
+    )
     (d / "no_text").mkdir()
     (d / "no_text" / "image.png").write_bytes(b"\x89PNG")
     (d / "latin1").mkdir()
@@ -448,3 +479,126 @@ def test_cli_bad_input_exit_status_and_message(
     assert out.returncode == code, out.stdout + out.stderr
     assert message in out.stdout + out.stderr
     assert "Traceback" not in out.stderr
+
+
+# ---------------------------------------------------------------------- command lines with files
+
+
+def _tracked_runs(*workloads: str) -> dict[str, str]:
+    """Finished runs tagged ``workload=<w>`` in the test's store: workload -> run id."""
+    from rle.tracking.logger import create_run
+
+    location = resolve_tracking(None)
+    client = MlflowClient(location.uri)
+    ids = {}
+    for w in workloads:
+        _, run_id = create_run(location, "rle", w, {"workload": w})
+        client.log_metric(run_id, "train/loss", 1.0, step=0)
+        client.set_terminated(run_id)
+        ids[w] = run_id
+    return ids
+
+
+def _with_one_run(argv: list[str]) -> list[str]:
+    _tracked_runs("synthetic")
+    return argv
+
+
+def _monitor_csv(d: Path) -> Path:
+    import support.rle_lab_writers as W
+
+    return W.write_lines(d / "rle_20251028_08.csv", [W.header("v03"), *W.v03_lines(5, seed=1)])
+
+
+def _evil_csv(d: Path) -> Path:
+    return _write(d / "evil.csv", "\x1b]0;pwned\x07\x1b[2J\x1b[31mtimestamp,device\n1,2\n")
+
+
+CLI_FILES: dict[str, tuple[Callable[[Path], tuple[list[str], dict[str, str]]], int, list[str]]] = {
+    "ingest closed port": (
+        lambda d: (
+            ["-m", "rle.ingest", str(_monitor_csv(d))],
+            {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"},
+        ),
+        2,
+        ["rle-ingest: error: Cannot reach the MLflow tracking server at http://127.0.0.1:"],
+    ),
+    "ingest credentials in the URI": (
+        lambda d: (
+            [
+                "-m",
+                "rle.ingest",
+                str(_monitor_csv(d)),
+                "--tracking-uri",
+                f"http://bob:s3cret@127.0.0.1:{free_port()}",
+            ],
+            {},
+        ),
+        2,
+        ["carries credentials", "MLFLOW_TRACKING_USERNAME=<user> MLFLOW_TRACKING_PASSWORD"],
+    ),
+    "ingest escape sequences in a header": (
+        lambda d: (["-m", "rle.ingest", str(_evil_csv(d))], {}),
+        2,
+        ["not a recognised RLE lab monitor CSV", "\\x1b[31m"],  # shown escaped
+    ),
+    "multirun job refused by validation": (
+        lambda d: (["-m", "rle.train", "-m", *TINY, "trainer.log_every_n_steps=0"], {}),
+        1,  # the job is counted as failed (rle.jobs.refused on the parent, tests/tracking)
+        ["trainer.log_every_n_steps=0 is out of range: it must be an integer >= 1"],
+    ),
+    "evaluate group_by no run has": (
+        lambda d: (_with_one_run(["-m", "rle.evaluate", "evaluation.group_by=params.nope"]), {}),
+        2,
+        [
+            "evaluation.group_by='params.nope' matches no tag or param of the 1 selected run(s)",
+            "tags: tags.workload;",
+        ],
+    ),
+    "evaluate output.dir unusable": (
+        lambda d: (["-m", "rle.evaluate", f"output.dir={_write(d / 'f', 'x')}/out"], {}),
+        2,
+        ["/f/out cannot be used: Not a directory", "Choose a folder that can be created"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CLI_FILES.values()), ids=list(CLI_FILES))
+def test_cli_bad_input_with_files_exit_status_and_message(
+    case: tuple[Callable[[Path], tuple[list[str], dict[str, str]]], int, list[str]],
+    tmp_path: Path,
+) -> None:
+    make, code, messages = case
+    argv, env = make(tmp_path)
+    out = _run(*argv, env=env)
+    text = out.stdout + out.stderr
+    assert out.returncode == code, text[-3000:]
+    for message in messages:
+        assert message in text, text[-3000:]
+    assert "Traceback" not in out.stderr
+    assert "s3cret" not in text
+    assert not [c for c in text if (ord(c) < 32 and c not in "\n\t") or 0x7F <= ord(c) <= 0x9F]
+
+
+def test_readme_evaluate_filter_example_selects_the_synthetic_runs() -> None:
+    """The README's ``selection.filter`` line, split as a shell splits it, passes Hydra's grammar
+    and MLflow's filter syntax and selects exactly the runs it names."""
+    import shlex
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    (line,) = [
+        ln
+        for ln in readme.splitlines()
+        if ln.startswith("python -m rle.evaluate") and "filter" in ln
+    ]
+    argv = shlex.split(line, comments=True)
+    assert argv[:3] == ["python", "-m", "rle.evaluate"]
+    ids = _tracked_runs("synthetic", "distilgpt2")
+    out = _run(*argv[1:])
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    client = MlflowClient(resolve_tracking(None).uri)
+    (evaluation,) = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string="tags.`rle.role` = 'evaluation'",
+    )
+    assert evaluation.data.params["selection.run_ids"] == ids["synthetic"]

@@ -114,7 +114,11 @@ def resolve_tracking(config_uri: str | None = None, root: Path | None = None) ->
     The default is a SQLite store at ``<root>/mlruns/mlflow.db`` with artifacts under
     ``<root>/mlruns/artifacts``; a relative ``sqlite:///`` path in the config is made absolute
     against ``root``. A plain ``./mlruns`` file store is refused by MLflow >= 3.13, so ``file:``
-    URIs and bare paths are rejected here with a hint.
+    URIs and bare paths are rejected here with a hint. An ``http(s)://user:password@host`` URI is
+    refused too: MLflow sends a server's credentials from ``MLFLOW_TRACKING_USERNAME`` /
+    ``MLFLOW_TRACKING_PASSWORD`` (or ``MLFLOW_TRACKING_TOKEN``), and a password inside the URI
+    would travel into logs and spool manifests. Database URIs (``postgresql://user:pw@host/db``)
+    keep their credentials, as SQLAlchemy expects.
 
     Args:
         config_uri: ``tracking.uri`` from the config, or ``None``.
@@ -124,9 +128,11 @@ def resolve_tracking(config_uri: str | None = None, root: Path | None = None) ->
         The chosen :class:`TrackingLocation`.
 
     Raises:
-        rle.errors.ConfigError: If the URI is a file store or has an unsupported scheme.
+        rle.errors.ConfigError: If the URI is a file store, has an unsupported scheme, or is a
+            server URI with credentials in it (the message never holds them).
     """
     from rle.errors import ConfigError
+    from rle.tracking.spool import strip_userinfo
 
     root = root if root is not None else project_root()
     env_uri = os.environ.get("MLFLOW_TRACKING_URI")
@@ -137,7 +143,17 @@ def resolve_tracking(config_uri: str | None = None, root: Path | None = None) ->
     else:
         return _local_location(root, "default")
 
+    source = "MLFLOW_TRACKING_URI" if reason == "env" else "tracking.uri"
     if uri.startswith(("http://", "https://", "databricks")):
+        bare = strip_userinfo(uri)
+        if bare != uri:
+            raise ConfigError(
+                f"The tracking URI from {source} carries credentials ({bare.split('://')[0]}://"
+                f"<user>:<password>@{bare.split('://', 1)[1]}); rle refuses it so that the "
+                "password never reaches logs or spool files. Put them in the environment, where "
+                "MLflow reads them: export MLFLOW_TRACKING_USERNAME=<user> "
+                f"MLFLOW_TRACKING_PASSWORD=<password>, and set {source}={bare}."
+            )
         return TrackingLocation(uri=uri, artifact_location=None, reason=reason)
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///"))
@@ -151,7 +167,7 @@ def resolve_tracking(config_uri: str | None = None, root: Path | None = None) ->
     if uri.startswith(("postgresql", "mysql", "mssql")):
         return TrackingLocation(uri=uri, artifact_location=None, reason=reason)
     raise ConfigError(
-        f"Unsupported tracking URI {uri!r} (from {'MLFLOW_TRACKING_URI' if reason == 'env' else 'tracking.uri'}). "
+        f"Unsupported tracking URI {strip_userinfo(uri)!r} (from {source}). "
         "Use a SQLite store ('sqlite:////abs/path/mlflow.db'), a database URI, or an MLflow server "
         "('http://host:port'); plain file stores such as './mlruns' are refused by MLflow >= 3.13."
     )

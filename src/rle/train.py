@@ -474,12 +474,7 @@ def run_training(cfg: DictConfig) -> RunResult | None:
     from lightning.pytorch.accelerators import CPUAccelerator
 
     from rle.launch import detect_launch, external_world, resolve_strategy
-    from rle.tracking.logger import (
-        MLflowRunLogger,
-        check_reachable,
-        create_run,
-        log_params,
-    )
+    from rle.tracking.logger import MLflowRunLogger, check_reachable, create_run
     from rle.tracking.redact import Redactor
     from rle.tracking.spool import configure_http_retries
 
@@ -569,7 +564,13 @@ def run_training(cfg: DictConfig) -> RunResult | None:
 
     name = workload_name(cfg)
     experiment_name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or str(tracking.experiment_name)
-    from rle.tracking.sweep import job_overrides, parent_run_for_job, swept_values
+    from rle.tracking.sweep import (
+        TAG_SWEEP_JOB,
+        job_number,
+        job_overrides,
+        parent_run_for_job,
+        swept_values,
+    )
 
     run_name = redactor.text(str(cfg.run_name or _default_run_name(name, trainer, swept_values())))
     tags = {
@@ -583,7 +584,12 @@ def run_training(cfg: DictConfig) -> RunResult | None:
     sweep = parent_run_for_job()
     if sweep is not None:
         tags.update(
-            {"mlflow.parentRunId": sweep[0], "rle.sweep_id": sweep[1], "rle.role": "sweep_child"}
+            {
+                "mlflow.parentRunId": sweep[0],
+                "rle.sweep_id": sweep[1],
+                "rle.role": "sweep_child",
+                TAG_SWEEP_JOB: str(job_number()),
+            }
         )
         tags["rle.overrides"] = " ".join(redactor.override(o) for o in job_overrides())[:5000]
     tags = {k: str(v) for k, v in redactor.mapping(tags).items()}
@@ -592,18 +598,17 @@ def run_training(cfg: DictConfig) -> RunResult | None:
     log.info("MLflow run %s in experiment %r (%s)", run_id, experiment_name, experiment_id)
 
     # Everything below reaches MLflow through the logger's background sender and spool.
-    client = mlflow_logger.client
     status = "FAILED"
     drained = False
     try:
         preempt.install(
             on_stuck=lambda signum: _end_stuck_run(location, run_id, mlflow_logger, signum)
         )
-        log_params(client, run_id, redactor.mapping({**flatten_config(cfg), **workload.params}))
+        mlflow_logger.submit("params", {**flatten_config(cfg), **workload.params})
         with tempfile.TemporaryDirectory() as tmp:
             cfg_path = Path(tmp) / "train.yaml"
             cfg_path.write_text(_config_yaml(cfg, redactor))
-            client.log_artifact(run_id, str(cfg_path), artifact_path="config")
+            mlflow_logger.submit_artifact(cfg_path, artifact_path="config")
         preempt.trainer = trainer
         _fit(trainer, workload)
         status = "FINISHED" if preempt.signum is None else "KILLED"
@@ -615,7 +620,7 @@ def run_training(cfg: DictConfig) -> RunResult | None:
     except BaseException:
         if preempt.signum is not None:  # e.g. a DDP worker stopped by the same signal
             status = "KILLED"
-        _log_traceback(client, run_id)
+        _log_traceback(mlflow_logger, run_id)
         raise
     finally:
         preempt.finishing = True
@@ -659,12 +664,13 @@ def _fit(trainer: Any, workload: Workload) -> None:
         trainer.fit(workload.module, datamodule=workload.datamodule)
 
 
-def _log_traceback(client: Any, run_id: str) -> None:
+def _log_traceback(mlflow_logger: Any, run_id: str) -> None:
+    """Spool the current exception's traceback as the run's ``error/traceback.txt``."""
     try:
         with tempfile.TemporaryDirectory() as tmp:
             p = Path(tmp) / "traceback.txt"
             p.write_text(traceback.format_exc())
-            client.log_artifact(run_id, str(p), artifact_path="error")
+            mlflow_logger.submit_artifact(p, artifact_path="error")
     except Exception:  # the original error matters more than a failed upload
         log.exception("Could not upload the traceback of run %s", run_id)
 
@@ -676,6 +682,8 @@ def _log_traceback(client: Any, run_id: str) -> None:
 def _hydra_main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+
+    from rle.tracking.sweep import record_failed_job
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
@@ -694,11 +702,13 @@ def _hydra_main(cfg: DictConfig) -> None:
         log.error("%s", e)
         if not multirun:
             sys.exit(2)
+        record_failed_job()  # counted by the sweep parent even when no run was created
     except Exception:
         if not multirun:
             raise
         # the job's run is already FAILED with its traceback; the sweep goes on
         log.exception("Job failed; the sweep goes on")
+        record_failed_job()
 
 
 def main() -> None:
@@ -712,6 +722,10 @@ def main() -> None:
         sys.path.insert(0, os.getcwd())
     exit_on_override_error("train")
     _hydra_main()
+    from rle.tracking.sweep import LAST_SWEEP
+
+    if LAST_SWEEP and LAST_SWEEP[0].failed:  # a multirun with failed jobs (they were logged)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ unreachable one, and scripted fake clients for flaky ones.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import pickle
+import random
 import threading
 import time
 from pathlib import Path
@@ -25,6 +27,7 @@ from rle.tracking.logger import MLflowRunLogger, create_run
 from rle.tracking.redact import REDACTED, Redactor
 from rle.tracking.spool import (
     BackgroundSender,
+    RetryPolicy,
     Spool,
     is_transient,
     replay,
@@ -217,8 +220,28 @@ def test_retry_call_retries_transient_errors_with_backoff() -> None:
 
     t0 = time.monotonic()
     with pytest.raises(OSError, match="down"):
-        retry_call(down, what="x", timeout_s=0.3, first_delay_s=0.05)
+        retry_call(down, what="x", timeout_s=0.3, policy=RetryPolicy(initial_s=0.05))
     assert time.monotonic() - t0 < 2.0
+
+
+def test_retry_policy_doubles_to_its_cap_with_bounded_jitter() -> None:
+    exact = RetryPolicy(initial_s=0.5, max_backoff_s=3.0, jitter=0.0)
+    assert list(itertools.islice(exact.delays(), 5)) == [0.5, 1.0, 2.0, 3.0, 3.0]
+    jittered = RetryPolicy(initial_s=1.0, max_backoff_s=8.0, jitter=0.25)
+    waits = list(itertools.islice(jittered.delays(random.Random(0)), 200))
+    assert all(
+        0.75 * exact_s <= w <= 1.25 * exact_s
+        for w, exact_s in zip(waits, [min(2.0**n, 8.0) for n in range(200)], strict=True)
+    )
+    backoff = exact.backoff()
+    assert [backoff.next_delay(), backoff.next_delay()] == [0.5, 1.0]
+    backoff.reset()
+    assert backoff.next_delay() == 0.5
+    assert backoff.next_delay(deadline=time.monotonic() - 1) is None  # time is up
+    assert backoff.next_delay(deadline=time.monotonic() + 0.1) <= 0.1  # cut to the deadline
+    for bad in ({"initial_s": 0}, {"initial_s": 2, "max_backoff_s": 1}, {"jitter": 1.0}):
+        with pytest.raises(ValueError, match="RetryPolicy"):
+            RetryPolicy(**bad)
 
 
 # ------------------------------------------------------------------------------------- the sender
@@ -258,15 +281,19 @@ class FlakyClient:
 
 def test_sender_spools_during_an_outage_and_sends_in_order_when_back(tmp_path: Path) -> None:
     fake = FlakyClient(fail_first=3)
-    sender = BackgroundSender(Spool(tmp_path / "s", "r", "x"), lambda: fake, flush_interval_s=0.05)
-    sender.max_backoff_s = 0.1
+    sender = BackgroundSender(
+        Spool(tmp_path / "s", "r", "x"),
+        lambda: fake,
+        flush_interval_s=0.05,
+        policy=RetryPolicy(initial_s=0.05, max_backoff_s=0.1),
+    )
     for step in range(1, 51):
         sender.submit_metrics([("m", float(step), step, step)])
         time.sleep(0.005)
     sender.close(timeout_s=10)
     assert sender.rejected == 0
     # whatever the last pass left, if anything
-    report = replay(Spool(tmp_path / "s", "r"), fake, timeout_s=5, first_delay_s=0.05)
+    report = replay(Spool(tmp_path / "s", "r"), fake, timeout_s=5, policy=RetryPolicy(0.05))
     assert report.left == 0
     steps = [s for _, s, _ in fake.metrics]
     assert steps == list(range(1, 51))  # every point, in order, once
@@ -322,10 +349,10 @@ def test_logger_unreachable_store_spools_everything_then_sync_replays(
     )
     for step in range(1, 21):
         logger.log_metrics({"train/loss": 1.0 / step, "x": float(step)}, step=step)
-    logger.client.set_tag(run_id, "note", "hi")
+    logger.submit("tags", {"note": "hi"})
     art = tmp_path / "a.txt"
     art.write_text("payload")
-    logger.client.log_artifact(run_id, str(art), artifact_path="telemetry")
+    logger.submit_artifact(art, artifact_path="telemetry")
     art.unlink()
     with caplog.at_level(logging.WARNING):
         assert logger.finish("KILLED") is False
@@ -386,7 +413,7 @@ def test_logger_redacts_params_and_tags(monkeypatch: pytest.MonkeyPatch) -> None
     uri, exp_id, run_id = _local_run()
     logger = MLflowRunLogger(uri, run_id, exp_id)
     logger.log_hyperparams({"db.password": "x", "note": "pw is hunter2-hunter2"})
-    logger.client.set_tag(run_id, "api_key", "abc")
+    logger.submit("tags", {"api_key": "abc"})
     data = MlflowClient(uri).get_run(run_id).data
     assert data.params == {"db.password": REDACTED, "note": f"pw is {REDACTED}"}
     assert data.tags["api_key"] == REDACTED

@@ -44,7 +44,7 @@ def test_multirun_is_a_parent_with_children_and_a_response_curve(tmp_path: Path)
         env=dict(os.environ),
         check=False,
     )
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 1, out.stderr[-3000:]  # one job failed
     client = MlflowClient(resolve_tracking(None).uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     parents = [r for r in runs if r.data.tags.get("rle.role") == "sweep_parent"]
@@ -62,6 +62,10 @@ def test_multirun_is_a_parent_with_children_and_a_response_curve(tmp_path: Path)
     assert all(c.data.tags["rle.sweep_id"] == parent.data.tags["rle.sweep_id"] for c in children)
     assert parent.data.params["sweep.workload.optim.lr"] == "0.001,0.002,bad"
     assert parent.data.tags["rle.children.finished"] == "2"
+    # the refused job has no run but counts as a failed job
+    jobs = {k: parent.data.tags[f"rle.jobs.{k}"] for k in ("total", "failed", "refused")}
+    assert jobs == {"total": "3", "failed": "1", "refused": "1"}
+    assert sorted(c.data.tags["rle.sweep_job"] for c in children) == ["0", "1"]
     assert parent.info.status == "FINISHED"
     arts = {a.path for a in client.list_artifacts(parent.info.run_id, "response_curve")}
     assert arts == {"response_curve/response_curve.csv", "response_curve/response_curve.png"}

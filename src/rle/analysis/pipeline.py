@@ -326,6 +326,58 @@ def _group_value(run: Mapping[str, Any], key: str) -> str:
     return str(params.get(key, "unknown"))
 
 
+DEFAULT_GROUP_BY = "workload"
+"""``evaluation.group_by``'s default: runs without a ``workload`` tag are grouped as ``unknown``."""
+
+
+def _has_group_key(run: Mapping[str, Any], key: str) -> bool:
+    tags, params = run["tags"], run["params"]
+    if key.startswith("params."):
+        return key.removeprefix("params.") in params
+    if key.startswith("tags."):
+        return key.removeprefix("tags.") in tags
+    return key in tags or key in params
+
+
+def check_group_by(group_by: str, runs: pd.DataFrame, limit: int = 40) -> None:
+    """Refuse a grouping key that none of the selected runs has (all would be ``unknown``).
+
+    Runs that lack a key some other selected run has are grouped as ``unknown`` (documented);
+    the default key (:data:`DEFAULT_GROUP_BY`) only warns, since runs logged by the callback in a
+    user's own script carry no ``workload`` tag.
+
+    Args:
+        group_by: ``evaluation.group_by`` (``params.<k>``, ``tags.<k>``, or a tag or param name).
+        runs: The selected runs (columns ``tags`` and ``params``, dicts).
+        limit: Most keys of each kind listed in the message.
+
+    Raises:
+        rle.errors.ConfigError: If no selected run has the key; the message lists the tags and
+            params the runs do have.
+    """
+    records = runs.to_dict("records")
+    if not records or any(_has_group_key(r, group_by) for r in records):
+        return
+    tag_keys = sorted(
+        {str(k) for r in records for k in r["tags"] if not str(k).startswith("mlflow.")}
+    )
+    param_keys = sorted({str(k) for r in records for k in r["params"]})
+
+    def listing(prefix: str, names: list[str]) -> str:
+        shown = ", ".join(f"{prefix}{k}" for k in names[:limit]) or "none"
+        return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+    message = (
+        f"evaluation.group_by={group_by!r} matches no tag or param of the {len(records)} selected "
+        f"run(s), so every run would be grouped as 'unknown'. Choose one they have: tags: "
+        f"{listing('tags.', tag_keys)}; params: {listing('params.', param_keys)}."
+    )
+    if group_by == DEFAULT_GROUP_BY:
+        log.warning("%s", message)
+        return
+    raise ConfigError(message)
+
+
 # ------------------------------------------------------------------------------------ reading
 
 
@@ -799,12 +851,31 @@ def _legacy(reader: Any, runs: pd.DataFrame, method: str, spike_k: float = 1.0) 
 
 
 def _output_dir(cfg: DictConfig) -> Path:
+    """Create and return the folder the artifacts are written to.
+
+    ``output.dir`` when set, else ``<project root>/outputs/evaluations/<UTC time>``. Called
+    once early (:func:`_context`) for a set ``output.dir``, so a bad folder fails before any
+    work, and again when the artifacts are written.
+
+    Raises:
+        rle.errors.ConfigError: If the folder cannot be created or written to.
+    """
     if cfg.output.dir:
-        out = Path(str(cfg.output.dir)).expanduser()
+        out, name = Path(str(cfg.output.dir)).expanduser(), f"output.dir={cfg.output.dir!s}"
     else:
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%S.%fZ")
         out = paths.project_root() / "outputs" / "evaluations" / stamp
-    out.mkdir(parents=True, exist_ok=True)
+        name = f"the evaluation output folder {out}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise ConfigError(
+            f"{name} cannot be used: {e.strerror or e} ({e.filename or out}). Choose a folder "
+            "that can be created and written to (output.dir=/path/to/folder), or leave "
+            "output.dir unset for outputs/evaluations/<time> under the project root."
+        ) from e
     return out.resolve()
 
 
@@ -987,6 +1058,8 @@ def _context(cfg: DictConfig) -> _Context:
 
     settings, spikes, pairs = settings_from_config(cfg)
     selection = selection_from_config(cfg)
+    if cfg.output.dir:
+        _output_dir(cfg)  # a folder that cannot be written fails now, not after the analysis
     location = paths.resolve_tracking(cfg.tracking.uri)
     shown_uri = strip_userinfo(location.uri)  # credentials never go into logs or the report
     log.info("Tracking URI %s (from %s)", shown_uri, location.reason)
@@ -1282,6 +1355,7 @@ def run_evaluation(cfg: DictConfig) -> EvalResult:
         legacy = _legacy(ctx.reader, to_read, ctx.method, float(ctx.spikes.k))
         ctx.timings["legacy"] = time.perf_counter() - t0
         ctx.skipped += legacy.skipped
+    check_group_by(ctx.group_by, to_read)
     data, ctx.timings["read"] = _read(ctx.reader, to_read, ctx.group_by)
     t1 = time.perf_counter()
     analysis = _analyse(data, ctx.settings, ctx.spikes, ctx.pairs)

@@ -22,6 +22,7 @@ __all__ = [
     "rle_key",
     "system_key",
     # telemetry quantity names and tags (rle.telemetry)
+    "TAG_TELEMETRY_REFUSED_KEYS",
     "TAG_TELEMETRY_SOURCES",
     "TAG_TELEMETRY_UNAVAILABLE",
     "gpu_quantity",
@@ -113,6 +114,10 @@ TAG_TELEMETRY_SOURCES = "telemetry.sources"
 """Run tag: comma-separated names of the telemetry sources that ran."""
 TAG_TELEMETRY_UNAVAILABLE = "telemetry.unavailable"
 """Run tag: comma-separated names of configured telemetry sources that were unavailable."""
+TAG_TELEMETRY_REFUSED_KEYS = "telemetry.refused_keys"
+"""Run tag: the metric keys whose points the logger did not log (a key MLflow would refuse, or a
+value that is not a number), as a sorted JSON list; set by
+:class:`rle.tracking.logger.MLflowRunLogger` each time it refuses a new key."""
 
 
 def unavailable_reason_tag(source: str) -> str:

@@ -17,13 +17,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.client
+import json
 import logging
 import os
 import time
 import urllib.error
 import urllib.request
 from argparse import Namespace
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +33,26 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from rle.errors import TrackingError
 from rle.paths import TrackingLocation
+from rle.tracking.keys import TAG_TELEMETRY_REFUSED_KEYS
 from rle.tracking.redact import Redactor
 from rle.tracking.spool import (
+    MAX_KEY_CHARS,
     MAX_METRICS_PER_BATCH,
     MAX_PARAM_VALUE_CHARS,
     MAX_PARAMS_PER_BATCH,
+    METRIC_KEY_RULE,
     BackgroundSender,
+    Point,
     Spool,
     health_probe,
+    metric_key_problem,
     replay,
     retry_call,
     strip_userinfo,
 )
 
 __all__ = [
+    "MAX_KEY_CHARS",
     "MAX_METRICS_PER_BATCH",
     "MAX_PARAMS_PER_BATCH",
     "MLflowRunLogger",
@@ -61,9 +68,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-MAX_KEY_CHARS = 250
-"""MLflow limit on a metric key's length, in characters."""
 
 SETUP_RETRY_S = 30.0
 """How long run setup calls (create run, log params) retry transient failures, s."""
@@ -309,11 +313,19 @@ class MLflowRunLogger(Logger):
     sender writes them to the spool directory in batches of at most 1000 and sends the batches in
     order, retrying with backoff while the store is unreachable.
 
-    :attr:`client` is a spooling proxy of ``MlflowClient``: ``log_batch`` (params, tags, metrics),
-    ``log_param``, ``set_tag``, ``log_metric``, ``log_artifact`` and ``log_artifacts`` for this
-    run take the same path (artifact files are copied into the spool when called, so the caller
-    may delete them); anything else goes straight to MLflow. Params and tags are redacted
-    (:class:`rle.tracking.redact.Redactor`).
+    A key MLflow would refuse (``acc@1``, ``a//b``, longer than 250 characters; MLflow's own
+    rule, :func:`rle.tracking.spool.metric_key_problem`) or a value that is not a number is not
+    logged: the first time, a warning names the key and the rule and the run's tag
+    ``telemetry.refused_keys`` lists the refused keys (a JSON list); every other point is kept,
+    so one bad key never makes the store refuse a whole batch.
+
+    Spooled writes for the run: :meth:`log_metrics`, :meth:`log_hyperparams` and
+    :meth:`submit` (params, tags), :meth:`submit_artifact` (the file is copied into the spool
+    when called, so the caller may delete it). Params and tags are redacted
+    (:class:`rle.tracking.redact.Redactor`). :attr:`experiment` (as for Lightning's
+    ``MLFlowLogger``) and :attr:`client` are the plain ``mlflow.MlflowClient`` of this process:
+    use them to read; what is written through them goes straight to MLflow, synchronously,
+    without the spool, the retries or redaction.
 
     Args:
         tracking_uri: The run's tracking URI.
@@ -358,10 +370,11 @@ class MLflowRunLogger(Logger):
         self.drain_timeout_s = float(drain_timeout_s)
         self.redactor = Redactor(secret_pattern)
         self._client: Any = None
-        self._proxy: _SpoolingClient | None = None
         self._spool: Spool | None = None
         self._sender: BackgroundSender | None = None
-        self._warned_keys: set[str] = set()
+        self._checked_keys: set[str] = set()
+        self.refused_keys: dict[str, str] = {}
+        """Metric keys not logged in this process, with MLflow's reason."""
 
     def attach(self, run_id: str, experiment_id: str) -> None:
         """Point a logger built before its run (``run_id=None``) at the run, once it exists.
@@ -383,7 +396,7 @@ class MLflowRunLogger(Logger):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         # database engines, threads and locks do not pickle; rebuilt in the worker
-        state.update(_client=None, _proxy=None, _spool=None, _sender=None)
+        state.update(_client=None, _spool=None, _sender=None)
         return state
 
     # ------------------------------------------------------------------------------ clients
@@ -397,15 +410,21 @@ class MLflowRunLogger(Logger):
 
     @property
     def client(self) -> Any:
-        """The spooling ``MlflowClient`` proxy of this process (created on first use)."""
-        if self._proxy is None:
-            self._proxy = _SpoolingClient(self)
-        return self._proxy
+        """This process's ``mlflow.MlflowClient`` for the run's store (created on first use).
+
+        Writes through it bypass the spool, the background sender and redaction (they are sent
+        at once and raise when the store is down); use :meth:`submit` and
+        :meth:`submit_artifact` for spooled writes.
+        """
+        return self._mlflow_client()
 
     @property
     def experiment(self) -> Any:
-        """The client (Lightning's name for a logger's backend object)."""
-        return self.client
+        """The ``mlflow.MlflowClient`` (what Lightning's ``MLFlowLogger.experiment`` returns).
+
+        As for :attr:`client`, writes through it go straight to MLflow, not through the spool.
+        """
+        return self._mlflow_client()
 
     @property
     def name(self) -> str:
@@ -471,7 +490,9 @@ class MLflowRunLogger(Logger):
         """Queue metrics at ``step`` for the background sender (no network I/O here).
 
         Args:
-            metrics: Key to value; keys longer than 250 characters are dropped with a warning.
+            metrics: Key to value (anything ``float()`` accepts). A key MLflow refuses or a
+                value that is not a number is not logged (warned once per key and listed in the
+                tag ``telemetry.refused_keys``); the other points are.
             step: Step value; ``None`` is an error, so no metric lands on Lightning's own counter.
 
         Raises:
@@ -483,18 +504,32 @@ class MLflowRunLogger(Logger):
             )
         ts_ms = int(time.time() * 1000)
         s = int(step)
-        points = []
+        points: list[Point] = []
         for k, v in metrics.items():
-            if len(k) > MAX_KEY_CHARS:
-                if k not in self._warned_keys:
-                    self._warned_keys.add(k)
-                    log.warning(
-                        "Metric key longer than %d characters not logged: %s", MAX_KEY_CHARS, k
-                    )
+            if k not in self._checked_keys:
+                problem = metric_key_problem(k) if isinstance(k, str) else f"{k!r} is not a str"
+                if problem is not None:
+                    self._refuse(k, f"{problem} ({METRIC_KEY_RULE})")
+                    continue
+                self._checked_keys.add(k)
+            try:
+                value = float(v)
+            except (TypeError, ValueError) as e:
+                self._refuse(k, f"value {v!r} at step {s} is not a number ({e})")
                 continue
-            points.append((k, float(v), ts_ms, s))
+            points.append((k, value, ts_ms, s))
         self._ensure_sender().submit_metrics(points)
         self._after_submit()
+
+    def _refuse(self, key: Any, reason: str) -> None:
+        """Leave ``key`` out; the first time, warn and list it in ``telemetry.refused_keys``."""
+        name = str(key)
+        if name in self.refused_keys:
+            return
+        self.refused_keys[name] = reason
+        log.warning("Metric %r not logged: %s", name, reason)
+        listed = json.dumps(sorted(self.refused_keys))  # JSON escapes control characters
+        self.submit("tags", {TAG_TELEMETRY_REFUSED_KEYS: listed[:MAX_PARAM_VALUE_CHARS]})
 
     @rank_zero_only
     def log_hyperparams(
@@ -602,82 +637,3 @@ class MLflowRunLogger(Logger):
                 self.spool_dir,
             )
             return False
-
-
-class _SpoolingClient:
-    """``MlflowClient`` stand-in: writes for the logger's run go through its sender."""
-
-    def __init__(self, logger: MLflowRunLogger) -> None:
-        self._logger = logger
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._logger._mlflow_client(), name)
-
-    def _mine(self, run_id: str) -> bool:
-        return str(run_id) == self._logger.run_id
-
-    def log_batch(
-        self,
-        run_id: str,
-        metrics: Sequence[Any] = (),
-        params: Sequence[Any] = (),
-        tags: Sequence[Any] = (),
-        synchronous: bool | None = None,
-    ) -> None:
-        """Queue a batch for this run (other runs: MLflow directly)."""
-        if not self._mine(run_id):
-            self._logger._mlflow_client().log_batch(run_id, metrics, params, tags, synchronous=True)
-            return
-        if params:
-            self._logger.submit("params", {p.key: p.value for p in params})
-        if tags:
-            self._logger.submit("tags", {t.key: t.value for t in tags})
-        if metrics:
-            points = [(m.key, float(m.value), int(m.timestamp), int(m.step or 0)) for m in metrics]
-            self._logger._ensure_sender().submit_metrics(points)
-            self._logger._after_submit()
-
-    def log_metric(
-        self,
-        run_id: str,
-        key: str,
-        value: float,
-        timestamp: int | None = None,
-        step: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """Queue one metric point for this run."""
-        if not self._mine(run_id):
-            self._logger._mlflow_client().log_metric(run_id, key, value, timestamp, step, **kwargs)
-            return
-        ts = int(time.time() * 1000) if timestamp is None else int(timestamp)
-        self._logger._ensure_sender().submit_metrics([(key, float(value), ts, int(step or 0))])
-        self._logger._after_submit()
-
-    def log_param(self, run_id: str, key: str, value: Any, synchronous: bool | None = None) -> Any:
-        """Queue one param for this run."""
-        if not self._mine(run_id):
-            return self._logger._mlflow_client().log_param(run_id, key, value)
-        self._logger.submit("params", {key: value})
-        return value
-
-    def set_tag(self, run_id: str, key: str, value: Any, synchronous: bool | None = None) -> None:
-        """Queue one tag for this run."""
-        if not self._mine(run_id):
-            self._logger._mlflow_client().set_tag(run_id, key, value)
-            return
-        self._logger.submit("tags", {key: value})
-
-    def log_artifact(self, run_id: str, local_path: str, artifact_path: str | None = None) -> None:
-        """Copy the file into the spool and queue its upload for this run."""
-        if not self._mine(run_id):
-            self._logger._mlflow_client().log_artifact(run_id, local_path, artifact_path)
-            return
-        self._logger.submit_artifact(local_path, artifact_path)
-
-    def log_artifacts(self, run_id: str, local_dir: str, artifact_path: str | None = None) -> None:
-        """Copy the folder into the spool and queue its upload for this run."""
-        if not self._mine(run_id):
-            self._logger._mlflow_client().log_artifacts(run_id, local_dir, artifact_path)
-            return
-        self._logger.submit_artifact(local_dir, artifact_path)

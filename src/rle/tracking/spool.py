@@ -9,8 +9,9 @@ slows training and never loses a measurement:
   MLflow's ``log_batch`` limits (1000 metrics, 100 params/tags), writes each batch to the spool
   directory (write-ahead: file written, fsynced and renamed into place **before** it is sent),
   then sends the spooled batches in order and deletes each one the store accepted;
-* a failed request is retried with exponential backoff (capped at ``max_backoff_s``); while the
-  server is unreachable new batches pile up on disk and are sent, oldest first, when it returns;
+* a failed request is retried with exponential backoff (:class:`RetryPolicy`, the one policy of
+  the tracking layer); while the server is unreachable new batches pile up on disk and are sent,
+  oldest first, when it returns;
 * a request the store refuses for good (an invalid value, a deleted run) is renamed
   ``*.rejected`` and reported, so one bad batch never blocks the others.
 
@@ -32,17 +33,19 @@ Spool layout (one directory per run, ``<project root>/outputs/spool/<run_id>/``)
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
 import os
+import posixpath
 import random
 import re
 import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,14 +53,20 @@ from typing import Any, TypeVar
 __all__ = [
     "KINDS",
     "MANIFEST",
+    "MAX_KEY_CHARS",
+    "METRIC_KEY_RULE",
+    "TRACKING_RETRY",
     "BackgroundSender",
+    "Backoff",
     "Point",
     "ReplayReport",
+    "RetryPolicy",
     "Spool",
     "SpoolEntry",
     "configure_http_retries",
     "health_probe",
     "is_transient",
+    "metric_key_problem",
     "replay",
     "retry_call",
     "send_entry",
@@ -130,24 +139,125 @@ def is_transient(exc: BaseException) -> bool:
     return not (isinstance(code, str) and code in _PERMANENT_CODES)
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the tracking layer waits between attempts: exponential backoff with jitter.
+
+    The one policy behind every retry in ``rle.tracking`` (run set-up calls through
+    :func:`retry_call`, :func:`replay`, and the :class:`BackgroundSender` while the store is
+    down). The ``n``-th wait (``n`` from 0) is ``min(initial_s * 2**n, max_backoff_s)``, multiplied
+    by a random factor in ``[1 - jitter, 1 + jitter]`` so that jobs that lost the same server do
+    not come back in lockstep. How long to keep trying is the caller's deadline, passed to
+    :meth:`Backoff.next_delay`.
+
+    Attributes:
+        initial_s: First wait, s (> 0).
+        max_backoff_s: Longest wait, s (>= ``initial_s``).
+        jitter: Relative jitter, 0 <= jitter < 1 (0: exact waits).
+
+    Raises:
+        ValueError: If a field is out of range.
+    """
+
+    initial_s: float = 0.25
+    max_backoff_s: float = 5.0
+    jitter: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not self.initial_s > 0:
+            raise ValueError(f"RetryPolicy.initial_s must be > 0 s, got {self.initial_s}.")
+        if not self.max_backoff_s >= self.initial_s:
+            raise ValueError(
+                f"RetryPolicy.max_backoff_s must be >= initial_s={self.initial_s} s, "
+                f"got {self.max_backoff_s}."
+            )
+        if not 0 <= self.jitter < 1:
+            raise ValueError(f"RetryPolicy.jitter must be in [0, 1), got {self.jitter}.")
+
+    def nominal(self, n: int) -> float:
+        """The ``n``-th wait before jitter, s (``n`` from 0)."""
+        return float(min(self.initial_s * 2.0 ** min(n, 64), self.max_backoff_s))
+
+    def delays(self, rng: random.Random | None = None) -> Iterator[float]:
+        """The waits of one outage, jittered, s (an endless iterator).
+
+        Args:
+            rng: Source of jitter (``random`` by default; pass a seeded one in tests).
+        """
+        n = 0
+        while True:
+            yield self._jittered(self.nominal(n), rng)
+            n += 1
+
+    def _jittered(self, delay: float, rng: random.Random | None) -> float:
+        if not self.jitter:
+            return delay
+        u = (rng or random).uniform(1.0 - self.jitter, 1.0 + self.jitter)  # noqa: S311 (jitter)
+        return delay * u
+
+    def backoff(self, rng: random.Random | None = None) -> Backoff:
+        """A fresh :class:`Backoff` (the state of one sequence of attempts)."""
+        return Backoff(self, rng)
+
+
+class Backoff:
+    """The state of one retry sequence under a :class:`RetryPolicy`.
+
+    ``next_delay`` gives the next wait (growing), ``reset`` starts over after a success.
+
+    Args:
+        policy: The policy.
+        rng: Source of jitter (``random`` by default).
+    """
+
+    def __init__(self, policy: RetryPolicy, rng: random.Random | None = None) -> None:
+        self.policy = policy
+        self._rng = rng
+        self.failures = 0
+        """Consecutive failures so far (calls to :meth:`next_delay` since the last reset)."""
+
+    def next_delay(self, deadline: float | None = None) -> float | None:
+        """Record a failure and return how long to wait before the next attempt, s.
+
+        Args:
+            deadline: ``time.monotonic()`` value after which no attempt should start
+                (``None``: no limit). The wait is cut to end at the deadline.
+
+        Returns:
+            The wait, s, or ``None`` when the deadline has passed (give up).
+        """
+        delay = self.policy._jittered(self.policy.nominal(self.failures), self._rng)
+        self.failures += 1
+        if deadline is None:
+            return delay
+        left = deadline - time.monotonic()
+        return None if left <= 0 else min(delay, left)
+
+    def reset(self) -> None:
+        """Start over from the first wait (after a success)."""
+        self.failures = 0
+
+
+TRACKING_RETRY = RetryPolicy()
+"""The default policy of the tracking layer: 0.25 s doubling to 5 s, +-25 % jitter."""
+
+
 def retry_call(
     fn: Callable[[], T],
     *,
     what: str,
     timeout_s: float,
-    first_delay_s: float = 0.2,
-    max_delay_s: float = 5.0,
+    policy: RetryPolicy = TRACKING_RETRY,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
-    """Call ``fn`` until it succeeds, retrying transient failures with exponential backoff.
+    """Call ``fn`` until it succeeds, retrying transient failures as ``policy`` says.
 
     Args:
         fn: The tracking call.
         what: What it does, for log messages.
         timeout_s: Give up once this many seconds have passed since the first attempt (the last
             attempt may start just before the limit).
-        first_delay_s: Wait before the second attempt, s; doubled each time (with ±25 % jitter).
-        max_delay_s: Longest wait between attempts, s.
+        policy: The waits between attempts (:data:`TRACKING_RETRY`).
         sleep: Sleep function (injectable for tests).
 
     Returns:
@@ -158,19 +268,18 @@ def retry_call(
             is up.
     """
     deadline = time.monotonic() + timeout_s
-    delay = first_delay_s
-    attempt = 1
+    backoff = policy.backoff()
     while True:
         try:
             return fn()
         except Exception as e:
-            left = deadline - time.monotonic()
-            if not is_transient(e) or left <= 0:
+            delay = backoff.next_delay(deadline) if is_transient(e) else None
+            if delay is None:
                 raise
-            log.debug("%s failed (attempt %d, retrying in %.1f s): %s", what, attempt, delay, e)
-            sleep(min(left, delay * random.uniform(0.75, 1.25)))  # noqa: S311 (jitter)
-            delay = min(delay * 2.0, max_delay_s)
-            attempt += 1
+            log.debug(
+                "%s failed (attempt %d, retrying in %.1f s): %s", what, backoff.failures, delay, e
+            )
+            sleep(delay)
 
 
 def health_probe(uri: str, timeout_s: float = 2.0) -> Callable[[], bool] | None:
@@ -210,6 +319,58 @@ def configure_http_retries(max_retries: int, timeout_s: float) -> None:
     """
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(int(max_retries)))
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, math.ceil(timeout_s))))
+
+
+# --------------------------------------------------------------------------------- metric keys
+
+
+MAX_KEY_CHARS = 250
+"""MLflow limit on a metric key's length, in characters (``MAX_ENTITY_KEY_LENGTH``)."""
+
+METRIC_KEY_RULE = (
+    "MLflow metric keys may only contain alphanumerics, underscores (_), dashes (-), periods (.), "
+    "spaces, colons (:) and slashes (/), must be a normalised relative path (no leading '/', no "
+    f"'//', '.' or '..' parts) and at most {MAX_KEY_CHARS} characters"
+)
+"""MLflow's rule for metric keys, in words (``mlflow.utils.validation._validate_metric_name``)."""
+
+
+@functools.lru_cache(maxsize=8192)
+def metric_key_problem(key: str) -> str | None:
+    r"""Why the tracking store would refuse ``key`` as a metric key, or ``None`` if it accepts it.
+
+    MLflow validates every metric of a ``log_batch`` request and refuses the whole request for
+    one bad key, so keys are checked before they enter a batch. The check is MLflow's own
+    (``mlflow.utils.validation._validate_metric_name``: the characters ``[/\w.\- :]`` and a
+    name that does not change under ``posixpath.normpath``; no colon on Windows) plus its length
+    limit; where that private function cannot be imported the same rule is applied here.
+    Results are cached (keys repeat every step).
+
+    Args:
+        key: A metric key.
+
+    Returns:
+        MLflow's reason (it names the key), or ``None``.
+    """
+    if not isinstance(key, str) or not key:
+        return f"metric key {key!r} is not a non-empty string"
+    if len(key) > MAX_KEY_CHARS:
+        return f"metric key {key[:40]!r}... is {len(key)} characters, longer than {MAX_KEY_CHARS}"
+    try:
+        from mlflow.exceptions import MlflowException
+        from mlflow.utils.validation import _validate_metric_name
+    except ImportError:  # pragma: no cover - a future MLflow moved it: the same rule, here
+        norm = posixpath.normpath(key)
+        if not re.fullmatch(r"[/\w.\- :]*", key) or (
+            norm != key or norm == "." or norm.startswith(("..", "/"))
+        ):
+            return f"metric key {key!r} is invalid"
+        return None
+    try:
+        _validate_metric_name(key)  # type: ignore[no-untyped-call]
+    except MlflowException as e:
+        return str(e.message)
+    return None
 
 
 # ------------------------------------------------------------------------------------- the spool
@@ -495,14 +656,21 @@ def _atomic_write(path: Path, text: str) -> None:
 # ------------------------------------------------------------------------------------ sending
 
 
-def send_entry(client: Any, run_id: str, entry: SpoolEntry, spool_dir: Path) -> None:
+def send_entry(client: Any, run_id: str, entry: SpoolEntry, spool_dir: Path) -> int:
     """Send one spooled batch with an ``MlflowClient``.
 
+    Metric points whose key MLflow would refuse (:func:`metric_key_problem`; only in spools
+    written before keys were checked) are left out with an error log, so the rest is accepted.
+
     Args:
-        client: An ``mlflow.MlflowClient`` (not a spooling proxy).
+        client: An ``mlflow.MlflowClient``.
         run_id: The run to write into.
         entry: The batch.
         spool_dir: The spool directory (artifact copies are relative to it).
+
+    Returns:
+        The items sent: metric points (without refused keys), params, tags; 1 for an artifact
+        or a status.
 
     Raises:
         Exception: Whatever the client raises (see :func:`is_transient`).
@@ -511,12 +679,26 @@ def send_entry(client: Any, run_id: str, entry: SpoolEntry, spool_dir: Path) -> 
     from mlflow.entities import Metric, Param, RunTag
 
     if entry.kind == "metrics":
-        metrics = [
-            Metric(str(p["k"]), float(p["v"]), int(p["t"]), int(p["s"])) for p in entry.payload
-        ]
+        metrics = []
+        refused: dict[str, int] = {}
+        for p in entry.payload:
+            key = str(p["k"])
+            if metric_key_problem(key) is not None:  # one bad key would sink the whole batch
+                refused[key] = refused.get(key, 0) + 1
+                continue
+            metrics.append(Metric(key, float(p["v"]), int(p["t"]), int(p["s"])))
+        if refused:
+            log.error(
+                "%s: %d metric point(s) not sent, their keys break MLflow's rule (%s): %s",
+                entry.path.name,
+                sum(refused.values()),
+                METRIC_KEY_RULE,
+                ", ".join(repr(k) for k in sorted(refused)),
+            )
         for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
             client.log_batch(run_id, metrics=chunk, synchronous=True)
-    elif entry.kind == "params":
+        return len(metrics)
+    if entry.kind == "params":
         params = [Param(str(p["k"]), str(p["v"])[:MAX_PARAM_VALUE_CHARS]) for p in entry.payload]
         for param_chunk in _chunks(params, MAX_PARAMS_PER_BATCH):
             client.log_batch(run_id, params=param_chunk, synchronous=True)
@@ -539,6 +721,7 @@ def send_entry(client: Any, run_id: str, entry: SpoolEntry, spool_dir: Path) -> 
             client.set_terminated(run_id, status=str(row["status"]), end_time=row.get("end_time"))
     else:  # pragma: no cover (read() validates kinds)
         raise ValueError(f"unknown spool batch kind {entry.kind!r}")
+    return entry.n_items
 
 
 def _chunks(items: list[T], size: int) -> Iterable[list[T]]:
@@ -579,8 +762,7 @@ def replay(
     include_sent: bool = False,
     include_rejected: bool = False,
     should_stop: Callable[[], bool] = lambda: False,
-    first_delay_s: float = 0.5,
-    max_delay_s: float = 5.0,
+    policy: RetryPolicy = TRACKING_RETRY,
 ) -> ReplayReport:
     """Send a spool's pending batches in order; retry transient failures until ``timeout_s``.
 
@@ -592,8 +774,7 @@ def replay(
         include_sent: Send batches already marked sent too (the store ignores duplicates).
         include_rejected: Retry batches the store refused before.
         should_stop: Polled between batches and while waiting; ``True`` stops the replay.
-        first_delay_s: First wait after a transient failure, s (doubles up to ``max_delay_s``).
-        max_delay_s: Longest wait between attempts, s.
+        policy: The waits after a transient failure (:data:`TRACKING_RETRY`).
 
     Returns:
         A :class:`ReplayReport`.
@@ -605,7 +786,7 @@ def replay(
         raise ValueError(f"spool {spool.directory} has no run id")
     report = ReplayReport()
     deadline = time.monotonic() + timeout_s
-    delay = first_delay_s
+    backoff = policy.backoff()
     queue = deque(spool.pending(include_sent=include_sent, include_rejected=include_rejected))
     while queue and not should_stop():
         path = queue[0]
@@ -617,7 +798,7 @@ def replay(
             report.rejected += 1
             continue
         try:
-            send_entry(client, spool.run_id, entry, spool.directory)
+            n_sent = send_entry(client, spool.run_id, entry, spool.directory)
         except Exception as e:
             if isinstance(e, FileNotFoundError) or not is_transient(e):
                 log.error("The tracking store refused %s: %s", path.name, e)
@@ -626,18 +807,17 @@ def replay(
                 queue.popleft()
                 continue
             report.last_error = str(e)
-            left = deadline - time.monotonic()
-            if left <= 0:
+            delay = backoff.next_delay(deadline)
+            if delay is None:
                 break
-            _interruptible_sleep(min(left, delay), should_stop)
-            delay = min(delay * 2.0, max_delay_s)
+            _interruptible_sleep(delay, should_stop)
             continue
-        delay = first_delay_s
+        backoff.reset()
         spool.mark_sent(entry, keep=keep_sent)
         queue.popleft()
         report.sent[entry.kind] = report.sent.get(entry.kind, 0) + 1
         if entry.kind == "metrics":
-            report.points += entry.n_items
+            report.points += n_sent
     report.left = len(spool.pending(include_rejected=False))
     return report
 
@@ -670,7 +850,8 @@ class BackgroundSender:
         flush_interval_s: How often queued items are spooled and sent, s. Metric points taken
             since the last flush are lost on ``SIGKILL``; earlier ones are in the store or the
             spool.
-        max_backoff_s: Longest wait between attempts while the store is unreachable, s.
+        policy: The waits between attempts while the store is unreachable
+            (:data:`TRACKING_RETRY`).
         probe: Cheap reachability check tried before resending while the store is down (e.g.
             a server's ``/health``); ``None`` resends directly.
     """
@@ -681,7 +862,7 @@ class BackgroundSender:
         client_factory: Callable[[], Any],
         *,
         flush_interval_s: float = 1.0,
-        max_backoff_s: float = 10.0,
+        policy: RetryPolicy = TRACKING_RETRY,
         probe: Callable[[], bool] | None = None,
     ) -> None:
         if not flush_interval_s > 0:
@@ -691,7 +872,7 @@ class BackgroundSender:
         self.probe = probe
         self._client: Any = None
         self.flush_interval_s = float(flush_interval_s)
-        self.max_backoff_s = float(max_backoff_s)
+        self.policy = policy
         self._cond = threading.Condition()
         self._items: deque[_Item] = deque()
         self._n_points = 0
@@ -702,7 +883,7 @@ class BackgroundSender:
         self._stop_deadline: float | None = None
         self._down_since: float | None = None
         self._next_attempt = 0.0
-        self._backoff_s = 0.5
+        self._backoff = policy.backoff()
         self.points_sent = 0
         self.batches_sent = 0
         self.rejected = 0
@@ -859,7 +1040,7 @@ class BackgroundSender:
                 if self._client is None:
                     self._client = self._client_factory()
                 assert self.spool.run_id is not None  # noqa: S101 (set by the logger)
-                send_entry(self._client, self.spool.run_id, entry, self.spool.directory)
+                n_sent = send_entry(self._client, self.spool.run_id, entry, self.spool.directory)
             except Exception as e:
                 if isinstance(e, FileNotFoundError) or not is_transient(e):
                     self.rejected += 1
@@ -878,7 +1059,7 @@ class BackgroundSender:
             self._mine.popleft()
             self.batches_sent += 1
             if entry.kind == "metrics":
-                self.points_sent += entry.n_items
+                self.points_sent += n_sent
             self._on_success()
 
     def _on_failure(self, e: BaseException) -> None:
@@ -886,16 +1067,14 @@ class BackgroundSender:
         self.last_error = str(e)
         if self._down_since is None:
             self._down_since = now
-            self._backoff_s = min(0.5, self.max_backoff_s)
+            self._backoff.reset()
             log.warning(
                 "Tracking store unreachable (%s); training goes on, batches are kept in %s and "
                 "sent when it returns.",
                 _short(e),
                 self.spool.directory,
             )
-        else:
-            self._backoff_s = min(self._backoff_s * 2.0, self.max_backoff_s)
-        self._next_attempt = now + self._backoff_s * random.uniform(0.8, 1.2)  # noqa: S311
+        self._next_attempt = now + float(self._backoff.next_delay() or 0.0)
 
     def _on_success(self) -> None:
         if self._down_since is not None:
@@ -904,7 +1083,7 @@ class BackgroundSender:
                 time.monotonic() - self._down_since,
             )
             self._down_since = None
-            self._backoff_s = min(0.5, self.max_backoff_s)
+            self._backoff.reset()
 
 
 def _short(e: BaseException, limit: int = 300) -> str:

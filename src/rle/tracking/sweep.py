@@ -9,6 +9,12 @@ MLflow UI groups and compares them. When the sweep ends, the parent gets a respo
 utilisation, mean/p95 power, peak temperature, energy and mean RLE across its children (NaN where
 a sensor is missing), plus the counts of children that finished and failed.
 
+A job that fails before its run exists (a config value refused by validation) has no child run;
+the job notes its failure in the sweep directory (:func:`record_failed_job`, ``.rle_failed_jobs/
+<job number>``) and the parent counts it (tag ``rle.jobs.refused``, included in
+``rle.jobs.failed``). When any job failed, ``python -m rle.train -m ...`` exits 1
+(:data:`LAST_SWEEP`).
+
 The parent's params (``sweep.<key>``) and name pass through :class:`rle.tracking.redact.Redactor`
 like a job's: a secret override (``+workload.api_token=...``), a credential-shaped value or the
 value of a secret environment variable is stored as ``***REDACTED***``.
@@ -26,6 +32,7 @@ import re
 import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +43,16 @@ from rle import paths
 from rle.tracking.redact import MULTIRUN_FILE, Redactor, redact_hydra_files, redact_hydra_output_dir
 
 __all__ = [
+    "FAILED_JOBS_DIR",
+    "LAST_SWEEP",
     "PARENT_FILE",
+    "TAG_SWEEP_JOB",
     "MLflowSweepCallback",
     "RedactHydraOutputs",
+    "SweepOutcome",
+    "job_number",
     "parent_run_for_job",
+    "record_failed_job",
     "response_curve",
 ]
 
@@ -49,6 +62,31 @@ PARENT_FILE = ".rle_parent_run"
 SWEPT_FILE = "rle_swept_keys.txt"
 """File in the sweep directory listing the swept override keys, one per line."""
 """File in the Hydra sweep directory holding ``<parent run id> <sweep id>``."""
+FAILED_JOBS_DIR = ".rle_failed_jobs"
+"""Folder in the sweep directory: one empty file per failed job, named by its job number."""
+TAG_SWEEP_JOB = "rle.sweep_job"
+"""Child run tag: the Hydra job number (``hydra.job.num``) that made the run."""
+
+
+@dataclass
+class SweepOutcome:
+    """How the last multirun of this process ended (set by :class:`MLflowSweepCallback`).
+
+    Attributes:
+        parent_run_id: The parent run.
+        jobs: Jobs counted: child runs plus jobs refused before their run existed.
+        failed: Jobs that failed: FAILED or KILLED child runs plus refused jobs.
+        refused: Jobs that failed before their run existed.
+    """
+
+    parent_run_id: str
+    jobs: int
+    failed: int
+    refused: int
+
+
+LAST_SWEEP: list[SweepOutcome] = []
+"""The outcome of the multirun that ended last in this process (empty before any)."""
 
 _RESPONSES: Sequence[tuple[str, str]] = (
     ("util_mean_percentage", r"^summary/(cpu|gpu_\d+)_utilization_mean_percentage$"),
@@ -139,6 +177,12 @@ class MLflowSweepCallback(Callback):
             filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}'",
         )
         statuses = [c.info.status for c in children]
+        with_run = {c.data.tags.get(TAG_SWEEP_JOB) for c in children}
+        failed_dir = Path(str(config.hydra.sweep.dir)) / FAILED_JOBS_DIR
+        noted = sorted(p.name for p in failed_dir.iterdir()) if failed_dir.is_dir() else []
+        refused = [n for n in noted if n not in with_run]
+        failed = statuses.count("FAILED") + statuses.count("KILLED") + len(refused)
+        jobs = len(children) + len(refused)
         log_tags(
             client,
             self.parent_run_id,
@@ -147,6 +191,9 @@ class MLflowSweepCallback(Callback):
                 "rle.children.finished": statuses.count("FINISHED"),
                 "rle.children.failed": statuses.count("FAILED"),
                 "rle.children.killed": statuses.count("KILLED"),
+                "rle.jobs.total": jobs,
+                "rle.jobs.failed": failed,
+                "rle.jobs.refused": len(refused),
             },
         )
         swept = [
@@ -163,14 +210,19 @@ class MLflowSweepCallback(Callback):
             rows.append(row)
         if rows:
             _log_response_curve(client, self.parent_run_id, rows, swept)
-        failed = statuses.count("FAILED") + statuses.count("KILLED")
         end_run(
             self.location,
             self.parent_run_id,
-            "FAILED" if children and failed == len(children) else "FINISHED",
+            "FAILED" if jobs and failed == jobs else "FINISHED",
         )
-        log.info(
-            "Sweep parent %s: %d children, %d failed", self.parent_run_id, len(children), failed
+        LAST_SWEEP[:] = [SweepOutcome(self.parent_run_id, jobs, failed, len(refused))]
+        (log.error if failed else log.info)(
+            "Sweep parent %s: %d jobs, %d failed (%d before their run existed: job(s) %s)",
+            self.parent_run_id,
+            jobs,
+            failed,
+            len(refused),
+            ", ".join(refused) or "none",
         )
 
 
@@ -258,6 +310,37 @@ def parent_run_for_job() -> tuple[str, str] | None:
         return None
     parent, sweep_id = marker.read_text().split()
     return parent, sweep_id
+
+
+def job_number() -> str | None:
+    """This multirun job's number (``hydra.job.num``), else ``None``."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except ValueError:
+        return None
+    return str(hc.job.num) if hc.mode == RunMode.MULTIRUN else None
+
+
+def record_failed_job() -> None:
+    """In a multirun job, note in the sweep directory that this job failed.
+
+    The parent counts the jobs noted here that have no child run (refused before the run
+    existed). Only the job number is written (no message: it could hold a secret). Never raises.
+    """
+    num = job_number()
+    if num is None:
+        return
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        folder = Path(str(HydraConfig.get().sweep.dir)) / FAILED_JOBS_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / num).touch()
+    except (OSError, ValueError) as e:
+        log.error("Could not note the failed job %s in the sweep directory: %s", num, e)
 
 
 def swept_values() -> dict[str, str]:

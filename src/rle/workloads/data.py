@@ -175,6 +175,24 @@ def make_blocks(token_ids: Iterable[list[int]], eos_id: int, block_size: int) ->
     return torch.tensor(flat[: n_blocks * block_size], dtype=torch.long).view(n_blocks, block_size)
 
 
+def _check_enough_blocks(n_blocks: int, block_size: int, batch_size: int, world_size: int) -> None:
+    """Refuse data that makes no full batch on each process (it would train 0 steps).
+
+    Raises:
+        rle.errors.DataError: If ``n_blocks // world_size < batch_size``.
+    """
+    per_process = n_blocks // max(1, world_size)
+    if per_process >= batch_size:
+        return
+    where = "" if world_size == 1 else f" ({per_process} per process on {world_size} processes)"
+    raise DataError(
+        f"The training text makes {n_blocks} blocks of data.block_size={block_size} tokens"
+        f"{where}, fewer than data.batch_size={batch_size}: no full batch, so no training step. "
+        f"Give more text, or set data.batch_size to at most {max(1, per_process)} or a smaller "
+        "data.block_size."
+    )
+
+
 class BlockDataset(Dataset[dict[str, torch.Tensor]]):
     """Fixed-length token blocks for causal-LM training.
 
@@ -204,7 +222,8 @@ class TextDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes.
 
     Raises:
-        rle.errors.DataError: If the text is shorter than one block.
+        rle.errors.DataError: If the text is shorter than one block, or makes fewer blocks than
+            ``batch_size`` (batches are full, ``drop_last``: there would be no training step).
     """
 
     def __init__(
@@ -224,6 +243,7 @@ class TextDataModule(L.LightningDataModule):
         self.blocks = make_blocks(
             (enc.encode(d) for d in documents), int(tokenizer.eos_token_id), block_size
         )
+        _check_enough_blocks(len(self.blocks), block_size, batch_size, world_size=1)
         self.block_size = block_size
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -234,7 +254,15 @@ class TextDataModule(L.LightningDataModule):
         return self.batch_size * self.block_size
 
     def train_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
-        """Shuffled batches of blocks (Lightning adds a DistributedSampler under DDP)."""
+        """Shuffled batches of blocks (Lightning adds a DistributedSampler under DDP).
+
+        Raises:
+            rle.errors.DataError: If each of the job's processes gets fewer blocks than
+                ``batch_size``.
+        """
+        trainer = getattr(self, "trainer", None)
+        world = int(getattr(trainer, "world_size", 1) or 1)
+        _check_enough_blocks(len(self.blocks), self.block_size, self.batch_size, world)
         return DataLoader(
             BlockDataset(self.blocks),
             batch_size=self.batch_size,
