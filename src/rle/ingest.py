@@ -498,9 +498,12 @@ class _Store:
             content and segment exists (a concurrent import); this call's run is then deleted
             and the earlier one returned.
         """
+        from rle.sync import owner_tags
         from rle.tracking.logger import create_run
 
-        exp_id, run_id = create_run(self.location, self.experiment_name, run_name, tags)
+        # owner tags: `rle.sync --close-dead` ends the run if this import is killed
+        owned = {**tags, **owner_tags()}
+        exp_id, run_id = create_run(self.location, self.experiment_name, run_name, owned)
         self.experiment_id = exp_id
         seg = tags.get(keys.TAG_SEGMENT, "")
         rivals = [

@@ -567,6 +567,7 @@ def run_training(cfg: DictConfig) -> RunResult | None:
 
     name = workload_name(cfg)
     experiment_name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or str(tracking.experiment_name)
+    from rle.sync import owner_tags
     from rle.tracking.sweep import job_overrides, parent_run_for_job, swept_values
 
     run_name = redactor.text(str(cfg.run_name or _default_run_name(name, trainer, swept_values())))
@@ -577,6 +578,7 @@ def run_training(cfg: DictConfig) -> RunResult | None:
         **_environment_tags(trainer),
         **workload.tags,
         **{str(k): str(v) for k, v in (tracking.tags or {}).items()},
+        **owner_tags(),  # host and pid: `rle.sync --close-dead` ends the run if this process dies
     }
     sweep = parent_run_for_job()
     if sweep is not None:
