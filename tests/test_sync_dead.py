@@ -208,7 +208,9 @@ class Job:
         self.proc.wait(30)
 
 
-def _wait_for_points(store: str, names: set[str], timeout_s: float, jobs: list[Job]) -> dict[str, str]:
+def _wait_for_points(
+    store: str, names: set[str], timeout_s: float, jobs: list[Job]
+) -> dict[str, str]:
     """Wait until every named run exists and has 3 steps of train/loss; run name -> run id."""
     client = MlflowClient(store)
     deadline = time.monotonic() + timeout_s

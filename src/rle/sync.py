@@ -301,7 +301,9 @@ def _replay_local_spool(client: Any, run_id: str, spool_root: Path | None) -> No
     except Exception as e:  # the close below matters more
         log.warning("Replaying the spool %s of run %s failed: %s", directory, run_id, e)
         return
-    log.info("Replayed the spool %s of run %s first: %d batches sent", directory, run_id, report.n_sent)
+    log.info(
+        "Replayed the spool %s of run %s first: %d batches sent", directory, run_id, report.n_sent
+    )
 
 
 def _close(client: Any, run_id: str, reason: str) -> None:
@@ -357,7 +359,9 @@ def close_dead_runs(
             try:
                 runs.append(client.get_run(rid))
             except MlflowException:
-                report.append(OpenRun(rid, "", "", "", "", OWNER_UNKNOWN, "not_found", "no such run"))
+                report.append(
+                    OpenRun(rid, "", "", "", "", OWNER_UNKNOWN, "not_found", "no such run")
+                )
     else:
         runs = list(_running_owned_runs(client, _experiment_ids(client, experiments)))
     for run in runs:

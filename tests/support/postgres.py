@@ -155,10 +155,21 @@ class PostgresCluster:
                 try:
                     shutil.chown(self.root, user="postgres", group="postgres")
                 except (LookupError, OSError) as e:
-                    raise PostgresUnavailable(f"cannot hand {self.root} to user postgres: {e}") from e
+                    raise PostgresUnavailable(
+                        f"cannot hand {self.root} to user postgres: {e}"
+                    ) from e
             init = _run(
-                self._cmd("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
-                          "-E", "UTF8", "--no-instructions"),  # fmt: skip
+                self._cmd(
+                    "initdb",
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-instructions",
+                ),
                 self.start_timeout_s,
                 cwd=self.root,
             )
@@ -166,8 +177,19 @@ class PostgresCluster:
                 raise PostgresUnavailable(f"initdb failed:\n{(init.stdout + init.stderr)[-2000:]}")
             opts = f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off -c max_connections=200"
             start = _run(
-                self._cmd("pg_ctl", "-D", str(self.data_dir), "-l", str(self.root / "server.log"),
-                          "-o", opts, "-t", str(int(self.start_timeout_s)), "-w", "start"),  # fmt: skip
+                self._cmd(
+                    "pg_ctl",
+                    "-D",
+                    str(self.data_dir),
+                    "-l",
+                    str(self.root / "server.log"),
+                    "-o",
+                    opts,
+                    "-t",
+                    str(int(self.start_timeout_s)),
+                    "-w",
+                    "start",
+                ),
                 self.start_timeout_s + 10,
                 cwd=self.root,
             )
@@ -178,8 +200,16 @@ class PostgresCluster:
                     f"{self._log_tail()}"
                 )
             created = _run(
-                self._cmd("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-                          self.database),  # fmt: skip
+                self._cmd(
+                    "createdb",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    "postgres",
+                    self.database,
+                ),
                 30.0,
                 cwd=self.root,
             )
@@ -199,8 +229,17 @@ class PostgresCluster:
         if self._running:
             self._running = False
             stopped = _run_quiet(
-                self._cmd("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-t",
-                          str(int(timeout_s)), "-w", "stop"),  # fmt: skip
+                self._cmd(
+                    "pg_ctl",
+                    "-D",
+                    str(self.data_dir),
+                    "-m",
+                    "fast",
+                    "-t",
+                    str(int(timeout_s)),
+                    "-w",
+                    "stop",
+                ),
                 timeout_s + 10,
             )
             if not stopped:
@@ -226,7 +265,9 @@ class PostgresCluster:
 def _run_quiet(cmd: list[str], timeout_s: float) -> bool:
     """Run ``cmd``; whether it succeeded in time (never raises)."""
     try:
-        return subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False).returncode == 0
+        return (
+            subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False).returncode == 0
+        )
     except (subprocess.TimeoutExpired, OSError):
         return False
 

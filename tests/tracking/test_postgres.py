@@ -10,8 +10,10 @@ imports must leave exactly one imported run with every sample.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -60,9 +62,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer
         pg.start()
     except PostgresUnavailable as e:
         pytest.skip(f"PostgreSQL unavailable: {e}")
-    server = MlflowServer(
-        tmp_path_factory.mktemp("pg_mlflow"), backend_store_uri=pg.uri, workers=2
-    )
+    server = MlflowServer(tmp_path_factory.mktemp("pg_mlflow"), backend_store_uri=pg.uri, workers=2)
     try:
         server.start(timeout_s=180)
         yield server
@@ -74,9 +74,13 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer
 def _spawn(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     with log.open("w") as fh:
         return subprocess.Popen(
-            cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=log.parent,
+            cmd,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=log.parent,
             start_new_session=True,
-        )  # fmt: skip
+        )
 
 
 def _wait_all(procs: dict[str, subprocess.Popen[bytes]], timeout_s: float) -> dict[str, int]:
@@ -94,10 +98,8 @@ def _wait_all(procs: dict[str, subprocess.Popen[bytes]], timeout_s: float) -> di
 def _kill_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
     for p in procs.values():
         if p.poll() is None:
-            try:
-                os.killpg(p.pid, 9)
-            except ProcessLookupError:
-                pass
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
             p.wait(30)
 
 
@@ -133,11 +135,17 @@ def test_four_training_jobs_and_two_imports_at_once_deliver_every_point(
                 "RLE_POINTS_FILE": str(root / "points.json"),
             }
             procs[f"job{i}"] = _spawn(
-                [sys.executable, "-m", "support.counting_train", *JOB, f"seed={i}",
-                 f"run_name=job{i}"],
+                [
+                    sys.executable,
+                    "-m",
+                    "support.counting_train",
+                    *JOB,
+                    f"seed={i}",
+                    f"run_name=job{i}",
+                ],
                 root / "train.log",
                 env,
-            )  # fmt: skip
+            )
         for i in range(2):
             root = tmp_path / f"import{i}"
             root.mkdir()
@@ -150,9 +158,8 @@ def test_four_training_jobs_and_two_imports_at_once_deliver_every_point(
     finally:
         _kill_all(procs)
     elapsed = time.monotonic() - t0
-    logs = {n: (p.args, (tmp_path / n).glob("*.log")) for n, p in procs.items()}
     for name, code in codes.items():
-        log_text = "".join(f.read_text()[-3000:] for f in logs[name][1])
+        log_text = "".join(f.read_text()[-3000:] for f in (tmp_path / name).glob("*.log"))
         assert code == 0, f"{name} exited {code}:\n{log_text}"
     print(f"4 training jobs + 2 imports against PostgreSQL: {elapsed:.0f} s")
 
@@ -190,7 +197,5 @@ def test_four_training_jobs_and_two_imports_at_once_deliver_every_point(
         assert stored[key] == list(range(SAMPLES)), key
     # a duplicate the losing import created, if any, was deleted, never left FINISHED
     every = client.search_runs([iexp.experiment_id], run_view_type=ViewType.ALL)
-    assert [r.info.run_id for r in every if r.info.lifecycle_stage == "active"] == [
-        run.info.run_id
-    ]
+    assert [r.info.run_id for r in every if r.info.lifecycle_stage == "active"] == [run.info.run_id]
     print(f"{len(runs)} training runs, {total} metric points; {len(every)} import run(s) made")
