@@ -25,6 +25,8 @@ from rle.tracking import logger as logger_mod
 from rle.train import run_training
 from support.mlflow_server import MlflowServer, TcpProxy, train_job
 
+pytestmark = pytest.mark.usefixtures("attempt")  # every test twice (tests/conftest.py: attempt)
+
 SLOW_SYNTHETIC = (
     "workload=synthetic_cpu",
     "workload.intensity=0.05",
@@ -103,7 +105,6 @@ def test_server_stopped_mid_run_and_restarted_loses_nothing(
     own_mlflow_server: MlflowServer,
     compose_cfg: Callable[..., DictConfig],
     monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
     server = own_mlflow_server
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
@@ -137,8 +138,9 @@ def test_server_stopped_mid_run_and_restarted_loses_nothing(
     assert result.status == "FINISHED"
     assert 5 <= outage["steps_before"] < 200  # stopped in the middle of training
     print(outage)
-    assert "Tracking store unreachable" in caplog.text  # the sender saw the outage...
-    assert "reachable again" in caplog.text  # ...and the server come back
+    # training went on while the server was away (the logger never waits for the network); that
+    # the sender got through again shows in the store below: every step, each point once
+    assert outage["steps_at_restart"] > outage["steps_before"]
 
     client = MlflowClient(server.uri)
     run = client.get_run(result.run_id)
