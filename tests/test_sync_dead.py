@@ -1,8 +1,8 @@
 """``rle.sync --close-dead``: runs whose process is gone end KILLED (reason tagged); live ones stay.
 
 The fast tests build runs with owner tags directly in a SQLite store (a dead pid, a live one, a
-reused pid, another host, no owner); the slow test SIGKILLs a real ``python -m rle.train`` job
-beside one that keeps training.
+reused pid, another host, no owner); the slow test closes dead runs while a real
+``python -m rle.train`` job trains (its run is left alone), then SIGKILLs it and closes again.
 """
 
 from __future__ import annotations
@@ -230,28 +230,15 @@ def _wait_for_points(
 
 
 @pytest.fixture
-def two_jobs(tmp_path: Path, store: str) -> Iterator[list[Job]]:
-    jobs = [Job(tmp_path, store, name) for name in ("victim", "survivor")]
+def job(tmp_path: Path, store: str) -> Iterator[Job]:
+    started = Job(tmp_path, store, "victim")
     try:
-        yield jobs
+        yield started
     finally:
-        for j in jobs:
-            j.kill()
+        started.kill()
 
 
-@pytest.mark.slow
-def test_a_sigkilled_training_job_is_closed_and_a_live_one_is_not(
-    store: str, two_jobs: list[Job]
-) -> None:
-    victim, survivor = two_jobs
-    ids = _wait_for_points(store, {"victim", "survivor"}, 180.0, two_jobs)
-    tags = MlflowClient(store).get_run(ids["victim"]).data.tags
-    assert tags[keys.TAG_PID] == str(victim.proc.pid)  # the job records its owner
-    assert tags[keys.TAG_HOST] == socket.gethostname()
-
-    victim.kill()
-    assert _state(store, ids["victim"]) == ("RUNNING", None)  # nobody ended it
-
+def _close_dead(store: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "rle.sync", "--close-dead", "--tracking-uri", store],
         capture_output=True,
@@ -260,6 +247,22 @@ def test_a_sigkilled_training_job_is_closed_and_a_live_one_is_not(
         env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert _state(store, ids["victim"]) == ("KILLED", keys.END_REASON_PROCESS_GONE)
-    assert survivor.proc.poll() is None
-    assert _state(store, ids["survivor"]) == ("RUNNING", None)  # still training: left alone
+
+
+@pytest.mark.slow
+def test_a_training_job_is_left_alone_while_alive_and_closed_once_sigkilled(
+    store: str, job: Job
+) -> None:
+    run_id = _wait_for_points(store, {"victim"}, 180.0, [job])["victim"]
+    tags = MlflowClient(store).get_run(run_id).data.tags
+    assert tags[keys.TAG_PID] == str(job.proc.pid)  # the job records its owner
+    assert tags[keys.TAG_HOST] == socket.gethostname()
+
+    _close_dead(store)  # while it trains: not touched
+    assert job.proc.poll() is None
+    assert _state(store, run_id) == ("RUNNING", None)
+
+    job.kill()
+    assert _state(store, run_id) == ("RUNNING", None)  # nobody ended it
+    _close_dead(store)
+    assert _state(store, run_id) == ("KILLED", keys.END_REASON_PROCESS_GONE)

@@ -562,9 +562,18 @@ an older one was left by an import that died, and is replaced."""
 
 
 def _live(run: Any) -> bool:
-    """Whether a run is an import in progress (RUNNING and started less than 10 min ago)."""
+    """Whether a run is an import in progress.
+
+    ``RUNNING`` and its owner process (:func:`rle.sync.owner_status`) alive on this host; for an
+    owner on another host, or none recorded, started less than 10 min ago.
+    """
+    from rle.sync import OWNER_ALIVE, OWNER_GONE, owner_status
+
     if run.info.status != "RUNNING":
         return False
+    owner = owner_status(run.data.tags)
+    if owner in (OWNER_ALIVE, OWNER_GONE):
+        return owner == OWNER_ALIVE
     start_ms = run.info.start_time or 0
     return (time.time() * 1000.0 - start_ms) < _LIVE_IMPORT_S * 1000.0
 
