@@ -40,6 +40,23 @@ def compose_cfg() -> Iterator[Callable[..., DictConfig]]:
     GlobalHydra.instance().clear()
 
 
+REPEAT = int(os.environ.get("RLE_TEST_REPEAT", "2"))
+"""How many times the flakiness-prone modules run in one session (``RLE_TEST_REPEAT``, default 2)."""
+
+
+@pytest.fixture(scope="module", params=range(1, REPEAT + 1), ids=lambda n: f"attempt{n}")
+def attempt(request: pytest.FixtureRequest) -> int:
+    """The repetition (1, 2, ...) of a module that asks for it.
+
+    Issue 15: CI runs the signal and server tests twice to catch flakiness. A module opts in with
+    ``pytestmark = pytest.mark.usefixtures("attempt")``: every test of it runs once per attempt,
+    attempt by attempt (the fixture is module-scoped, so module fixtures such as the signal tests'
+    jobs are made anew for each attempt when they depend on it). ``RLE_TEST_REPEAT=20 make test``
+    repeats them 20 times; ``RLE_TEST_REPEAT=1`` once.
+    """
+    return int(request.param)
+
+
 TINY = (
     "workload=distilgpt2_tiny",
     "trainer.accelerator=cpu",

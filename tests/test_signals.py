@@ -20,7 +20,8 @@ from mlflow import MlflowClient
 from rle.sync import main as sync_main
 from rle.tracking.logger import ensure_store
 
-pytestmark = pytest.mark.slow
+# run twice in one session (tests/conftest.py: attempt); the jobs are started anew for each attempt
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("attempt")]
 
 JOB = (
     "workload=synthetic_cpu",
@@ -87,8 +88,8 @@ class Job:
 
 
 @pytest.fixture(scope="module")
-def jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Job]]:
-    base = tmp_path_factory.mktemp("signals")
+def jobs(tmp_path_factory: pytest.TempPathFactory, attempt: int) -> Iterator[dict[str, Job]]:
+    base = tmp_path_factory.mktemp(f"signals{attempt}")
     started = {name: Job(base / name) for name in ("sigterm", "sigint", "sigkill")}
     try:
         yield started

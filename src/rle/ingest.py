@@ -423,8 +423,9 @@ class _Store:
 
     Concurrent imports of one recording create one run: on SQLite the lookup-or-create (and the
     whole import of the recording) runs under an exclusive lock on ``<db>.import.lock``; on any
-    store, right after creating a run the importer looks for other live runs of the same content
-    and segment and, if an earlier one exists, deletes its own and reuses that one.
+    store, right after creating a run, and again before ending it ``FINISHED``, the importer
+    looks for other live or finished runs of the same content and segment and, if an earlier
+    one exists, deletes its own and reuses that one.
 
     Raises:
         rle.errors.TrackingError: The store cannot be reached or opened.
@@ -498,10 +499,24 @@ class _Store:
             content and segment exists (a concurrent import); this call's run is then deleted
             and the earlier one returned.
         """
+        from rle.sync import owner_tags
         from rle.tracking.logger import create_run
 
-        exp_id, run_id = create_run(self.location, self.experiment_name, run_name, tags)
+        # owner tags: `rle.sync --close-dead` ends the run if this import is killed
+        owned = {**tags, **owner_tags()}
+        exp_id, run_id = create_run(self.location, self.experiment_name, run_name, owned)
         self.experiment_id = exp_id
+        first = self._earlier_rival(run_id, tags)
+        if first is None:
+            return run_id, True
+        log.info(
+            "another import of the same content created run %s first; run %s deleted", first, run_id
+        )
+        self.client.delete_run(run_id)
+        return first, False
+
+    def _earlier_rival(self, run_id: str, tags: Mapping[str, str]) -> str | None:
+        """An earlier finished or live run of the same content and segment than ``run_id``."""
         seg = tags.get(keys.TAG_SEGMENT, "")
         rivals = [
             r
@@ -510,22 +525,35 @@ class _Store:
             and (r.info.run_id == run_id or r.info.status == "FINISHED" or _live(r))
         ]
         if not rivals:
-            return run_id, True
+            return None
         first = min(rivals, key=lambda r: (r.info.start_time or 0, r.info.run_id))
-        if first.info.run_id == run_id:
-            return run_id, True
-        log.info(
-            "another import of the same content created run %s first; run %s deleted",
-            first.info.run_id,
-            run_id,
-        )
-        self.client.delete_run(run_id)
-        return str(first.info.run_id), False
+        return None if first.info.run_id == run_id else str(first.info.run_id)
 
-    def end(self, run_id: str, status: str) -> None:
+    def end(self, run_id: str, status: str, tags: Mapping[str, str] | None = None) -> str:
+        """End the run; with ``tags``, first give way to an earlier run of the same recording.
+
+        The check of :meth:`create` can miss a rival whose run was not visible yet (two runs
+        created within moments; start times come from the clients), so both imports would go
+        on. Looking again at the end, when every rival is visible, the later run is deleted and
+        the earlier one's id returned: whatever the interleaving, one run is left.
+
+        Returns:
+            The recording's run: ``run_id``, or the earlier rival's when ``run_id`` was deleted.
+        """
         from rle.tracking.logger import end_run
 
+        if status == "FINISHED" and tags is not None:
+            first = self._earlier_rival(run_id, tags)
+            if first is not None:
+                log.info(
+                    "another import of the same content made run %s first; run %s deleted",
+                    first,
+                    run_id,
+                )
+                self.client.delete_run(run_id)
+                return first
         end_run(self.location, run_id, status)
+        return run_id
 
 
 _LIVE_IMPORT_S = 600.0
@@ -534,9 +562,18 @@ an older one was left by an import that died, and is replaced."""
 
 
 def _live(run: Any) -> bool:
-    """Whether a run is an import in progress (RUNNING and started less than 10 min ago)."""
+    """Whether a run is an import in progress.
+
+    ``RUNNING`` and its owner process (:func:`rle.sync.owner_status`) alive on this host; for an
+    owner on another host, or none recorded, started less than 10 min ago.
+    """
+    from rle.sync import OWNER_ALIVE, OWNER_GONE, owner_status
+
     if run.info.status != "RUNNING":
         return False
+    owner = owner_status(run.data.tags)
+    if owner in (OWNER_ALIVE, OWNER_GONE):
+        return owner == OWNER_ALIVE
     start_ms = run.info.start_time or 0
     return (time.time() * 1000.0 - start_ms) < _LIVE_IMPORT_S * 1000.0
 
@@ -634,8 +671,8 @@ def _import_segment(
                 )
         status = "FINISHED"
     finally:
-        store.end(run_id, status)
-    return run_id, True
+        final_id = store.end(run_id, status, tags)
+    return final_id, final_id == run_id
 
 
 def _file_report(parsed: ParsedFile, seg: Segment | None) -> dict[str, Any]:
@@ -819,8 +856,8 @@ def _import_session(
             )
         status = "FINISHED"
     finally:
-        store.end(run_id, status)
-    return run_id, agreement, True
+        final_id = store.end(run_id, status, tags)
+    return final_id, agreement, final_id == run_id
 
 
 # ----------------------------------------------------------------------------------- run_ingest

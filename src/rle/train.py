@@ -564,6 +564,7 @@ def run_training(cfg: DictConfig) -> RunResult | None:
 
     name = workload_name(cfg)
     experiment_name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or str(tracking.experiment_name)
+    from rle.sync import owner_tags
     from rle.tracking.sweep import (
         TAG_SWEEP_JOB,
         job_number,
@@ -580,6 +581,7 @@ def run_training(cfg: DictConfig) -> RunResult | None:
         **_environment_tags(trainer),
         **workload.tags,
         **{str(k): str(v) for k, v in (tracking.tags or {}).items()},
+        **owner_tags(),  # host and pid: `rle.sync --close-dead` ends the run if this process dies
     }
     sweep = parent_run_for_job()
     if sweep is not None:

@@ -197,6 +197,24 @@ def test_a_later_duplicate_run_is_deleted_in_favour_of_the_first(
     assert [r.info.run_id for r in live] == [first]
 
 
+def test_a_rival_missed_at_creation_is_caught_before_the_run_ends(
+    store_uri: str, experiment: str
+) -> None:
+    """Two runs created within moments can both pass the create check; the end check keeps one."""
+    tags = {keys.TAG_CONTENT_SHA256: "e" * 64, keys.TAG_SEGMENT: "0"}
+    a = _Store(store_uri, experiment)
+    mine, created = a.create("mine", tags)
+    assert created
+    client = MlflowClient(store_uri)
+    start = client.get_run(mine).info.start_time
+    # a rival whose client stamped an earlier start time, made after our create check looked
+    rival = client.create_run(a.experiment_id, start_time=start - 5, tags=tags).info.run_id
+    assert a.end(mine, "FINISHED", tags) == rival  # ours gives way...
+    assert [r.info.run_id for r in _runs(store_uri, experiment)] == [rival]
+    assert a.end(rival, "FINISHED", tags) == rival  # ...and the rival's own end keeps it
+    assert client.get_run(rival).info.status == "FINISHED"
+
+
 def _ingest_cmd(path: Path, uri: str) -> list[str]:
     return [sys.executable, "-m", "rle.ingest", str(path), "--experiment", "race",
             "--tracking-uri", uri]  # fmt: skip

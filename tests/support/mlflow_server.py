@@ -1,7 +1,7 @@
 """A real ``mlflow server`` for tests and benchmarks, and a TCP proxy that adds latency or goes down.
 
-:class:`MlflowServer` runs ``<venv>/bin/mlflow server`` (SQLite backend, artifacts proxied by the
-server, one worker, job execution off) on 127.0.0.1 in its own process group, waits for
+:class:`MlflowServer` runs ``<venv>/bin/mlflow server`` (SQLite backend unless another is given,
+artifacts proxied by the server, one worker by default, job execution off) on 127.0.0.1 in its own process group, waits for
 ``/health``, and can be stopped and started again on the same port. :class:`TcpProxy` forwards a
 local port to the server, optionally sleeping before each forwarded chunk (a slow network) and
 able to refuse connections (an outage) without touching the server.
@@ -60,17 +60,29 @@ def train_job(overrides: list[str], env: dict[str, str]) -> None:
 
 
 class MlflowServer:
-    """``mlflow server`` on 127.0.0.1 with a SQLite store under ``root``.
+    """``mlflow server`` on 127.0.0.1 with a SQLite store under ``root`` (or another backend).
 
     Args:
         root: Folder for ``s.db``, ``art/`` (artifacts) and ``server.log``.
         port: Port to listen on (a free one by default); kept across restarts.
+        backend_store_uri: The server's backend store instead of ``<root>/s.db`` (e.g. a
+            ``postgresql://`` database, see :mod:`support.postgres`).
+        workers: Server worker processes.
     """
 
-    def __init__(self, root: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        port: int | None = None,
+        *,
+        backend_store_uri: str | None = None,
+        workers: int = 1,
+    ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
+        self.backend_store_uri = backend_store_uri
+        self.workers = workers
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -81,7 +93,9 @@ class MlflowServer:
 
     @property
     def store_uri(self) -> str:
-        """The server's SQLite store, to read it directly (e.g. while the server is down)."""
+        """The server's backend store, to read it directly (e.g. while the server is down)."""
+        if self.backend_store_uri is not None:
+            return self.backend_store_uri
         return "sqlite:///" + (self.root / "s.db").as_posix()
 
     def start(self, timeout_s: float = 90.0) -> MlflowServer:
@@ -111,7 +125,7 @@ class MlflowServer:
                 "--port",
                 str(self.port),
                 "--workers",
-                "1",
+                str(self.workers),
             ],
             cwd=self.root,
             env=env,

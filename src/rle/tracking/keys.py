@@ -55,6 +55,14 @@ __all__ = [
     "TAG_SWEEP_ID",
     "TAG_WORKLOAD",
     "TRAIN_KEYS_FOR_EVALUATION",
+    # run ownership and closing (rle.train, rle.sync --close-dead)
+    "END_REASON_CLOSED_BY_USER",
+    "END_REASON_PROCESS_GONE",
+    "TAG_CLOSED_BY",
+    "TAG_END_REASON",
+    "TAG_HOST",
+    "TAG_PID",
+    "TAG_PID_START_TIME",
     "device_quantity_keys",
     "split_node",
     "split_rle_key",
@@ -293,6 +301,25 @@ ROLE_SWEEP_CHILD = "sweep_child"
 """Value of :data:`TAG_ROLE` on a sweep's child runs."""
 ROLE_EVALUATION = "evaluation"
 """Value of :data:`TAG_ROLE` (and :data:`TAG_KIND`) on an evaluation run."""
+
+# --- run ownership (rle.train, the sweep parent, rle.sync --close-dead) ------------------------
+
+TAG_HOST = "host"
+"""Run tag: host name of the machine whose process created (and owns) the run."""
+TAG_PID = "rle.pid"
+"""Run tag: process id of the run's owner, the process that creates, logs into and ends it."""
+TAG_PID_START_TIME = "rle.pid_start_time"
+"""Run tag: the owner's process start time (seconds since the epoch, as ``psutil`` reports it),
+so that a later process reusing the pid is not taken for the owner."""
+TAG_END_REASON = "rle.end_reason"
+"""Run tag set by ``rle.sync --close-dead`` on a run it ended ``KILLED``."""
+END_REASON_PROCESS_GONE = "process_gone"
+"""Value of :data:`TAG_END_REASON`: the owner process no longer exists on its host."""
+END_REASON_CLOSED_BY_USER = "closed_by_user"
+"""Value of :data:`TAG_END_REASON`: closed on request (``--run-id``) without checking its owner,
+which runs on another host."""
+TAG_CLOSED_BY = "rle.closed_by"
+"""Run tag: who closed the run (``rle.sync on <host>``), next to :data:`TAG_END_REASON`."""
 
 TRAIN_KEYS_FOR_EVALUATION: tuple[str, ...] = (
     TRAIN_LOSS,

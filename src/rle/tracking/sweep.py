@@ -140,6 +140,7 @@ class MLflowSweepCallback(Callback):
         """Create the parent run and publish its id in the sweep directory."""
         import os
 
+        from rle.sync import owner_tags
         from rle.tracking.logger import client_for, create_run, log_params
 
         self.location = _ensure_location(config)
@@ -154,7 +155,7 @@ class MLflowSweepCallback(Callback):
             self.location,
             experiment,
             redactor.text(name)[:250],
-            {"rle.sweep_id": sweep_id, "rle.role": "sweep_parent"},
+            {"rle.sweep_id": sweep_id, "rle.role": "sweep_parent", **owner_tags()},
         )
         log_params(client_for(self.location), self.parent_run_id, params)
         sweep_dir = Path(str(config.hydra.sweep.dir))
