@@ -86,7 +86,9 @@ def test_real_runs_store_only_applicable_params(
     assert not [k for k in params if k.startswith(("data.", "workload.sine", "workload.step"))]
     assert "workload.intensity" not in params
     assert "None" not in params.values()
-    assert not [k for k in params if k.startswith("telemetry.rle.") and k != "telemetry.rle.profile"]
+    assert not [
+        k for k in params if k.startswith("telemetry.rle.") and k != "telemetry.rle.profile"
+    ]
 
     lm = run_training(tiny_cfg("trainer.max_steps=2"))
     params = _params(lm.run_id)

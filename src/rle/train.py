@@ -663,7 +663,11 @@ def run_training(cfg: DictConfig) -> RunResult | None:
         preempt.install(
             on_stuck=lambda signum: _end_stuck_run(location, run_id, mlflow_logger, signum)
         )
-        log_params(client, run_id, redactor.mapping({**flatten_config(applicable_config(cfg)), **workload.params}))
+        log_params(
+            client,
+            run_id,
+            redactor.mapping({**flatten_config(applicable_config(cfg)), **workload.params}),
+        )
         with tempfile.TemporaryDirectory() as tmp:
             cfg_path = Path(tmp) / "train.yaml"
             cfg_path.write_text(_config_yaml(cfg, redactor))
