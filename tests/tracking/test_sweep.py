@@ -61,6 +61,7 @@ def test_multirun_is_a_parent_with_children_and_a_response_curve(tmp_path: Path)
     ]
     assert all(c.data.tags["rle.sweep_id"] == parent.data.tags["rle.sweep_id"] for c in children)
     assert parent.data.params["sweep.workload.optim.lr"] == "0.001,0.002,bad"
+    assert parent.info.run_name == "sweep distilgpt2_tiny lr=0.001,0.002,bad"
     assert parent.data.tags["rle.children.finished"] == "2"
     assert parent.info.status == "FINISHED"
     arts = {a.path for a in client.list_artifacts(parent.info.run_id, "response_curve")}
@@ -104,6 +105,7 @@ def test_synthetic_intensity_sweep_in_the_store(tmp_path: Path) -> None:
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     names = sorted(c.info.run_name for c in children)
     assert names == ["synthetic intensity=0.3", "synthetic intensity=0.8"]
+    assert parent.info.run_name == "sweep synthetic intensity=0.3,0.8"
     for c in children:
         params = c.data.params
         assert "None" not in params.values()
@@ -232,7 +234,7 @@ def test_sweep_parent_run_stores_no_secret(monkeypatch: pytest.MonkeyPatch, tmp_
     )
     for planted in (TOKEN, GHP, "plain-words-only", PASSWORD):
         assert planted not in everything
-    assert "workload.intensity=0.2,0.4" in (run.info.run_name or "")
+    assert run.info.run_name == "sweep intensity=0.2,0.4"
     db = (tmp_path / "store" / "mlflow.db").read_bytes()
     for planted in (TOKEN, GHP, "plain-words-only", PASSWORD):
         assert planted.encode() not in db

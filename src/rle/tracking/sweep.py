@@ -103,7 +103,7 @@ class MLflowSweepCallback(Callback):
         sweep_id = uuid.uuid4().hex[:12]
         redactor = _redactor(config)
         params = _sweep_params(config, redactor)
-        name = "sweep " + " ".join(f"{k.removeprefix('sweep.')}={v}" for k, v in params.items())
+        name = _parent_name(config, params)
         _, self.parent_run_id = create_run(
             self.location,
             experiment,
@@ -168,6 +168,26 @@ class MLflowSweepCallback(Callback):
         log.info(
             "Sweep parent %s: %d children, %d failed", self.parent_run_id, len(children), failed
         )
+
+
+def _parent_name(config: Any, params: Mapping[str, str]) -> str:
+    """The sweep parent's run name: the workload and the swept values only.
+
+    ``sweep synthetic intensity=0.3,0.8`` (keys shortened to their last part, like the
+    children's names, unless two swept keys share it); the fixed overrides are in the params.
+    """
+    swept = {k.removeprefix("sweep."): v for k, v in params.items() if _is_sweep_value(v)}
+    workload = params.get("sweep.workload")
+    if workload is None or _is_sweep_value(workload):
+        with contextlib.suppress(Exception):  # a config without a workload node
+            workload = str(config.workload.name) if config.workload.get("name") else None
+    leaves = [k.rsplit(".", 1)[-1] for k in swept]
+    shown = [
+        (leaf if leaves.count(leaf) == 1 else key) for key, leaf in zip(swept, leaves, strict=True)
+    ]
+    parts = ["sweep", *([workload] if workload and "workload" not in swept else [])]
+    parts += [f"{k}={v}" for k, v in zip(shown, swept.values(), strict=True)]
+    return " ".join(parts)
 
 
 class RedactHydraOutputs(Callback):
