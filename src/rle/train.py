@@ -159,7 +159,7 @@ def applicable_config(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
     telemetry = container.get("telemetry")
     if isinstance(telemetry, dict) and telemetry.get("enabled") is False:
         container["telemetry"] = {"enabled": False}
-    return container
+    return {str(k): v for k, v in container.items()}
 
 
 # ------------------------------------------------------------------------------------- context
