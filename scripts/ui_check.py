@@ -43,12 +43,12 @@ PY = sys.executable
 TRAIN = [
     "workload=distilgpt2_tiny",
     "trainer.accelerator=cpu",
-    "trainer.max_steps=8",
+    "trainer.max_steps=60",  # a few seconds: the System metrics tab draws lines over time
     "trainer.enable_progress_bar=false",
     "data.block_size=32",
     "data.batch_size=2",
     "data.tokenizer_vocab_size=300",
-    "telemetry.sample_hz=5",
+    "telemetry.sample_hz=10",
 ]
 SWEEP = [
     "-m",
