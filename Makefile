@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rle-installed
 TRAIN_ARGS ?= workload=distilgpt2 trainer.devices=2 trainer.max_steps=20
 
-.PHONY: setup train test test-all lint ui clean-venv
+.PHONY: setup train test test-all lint ui ui-check clean-venv
 
 setup: $(STAMP)
 
@@ -36,7 +36,7 @@ test-all: setup
 	$(PY) -m pytest -m ""
 
 lint: setup
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/mypy
 
 clean-venv:
@@ -46,3 +46,10 @@ clean-venv:
 ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlruns/mlflow.db" \
 	  --default-artifact-root "file://$(CURDIR)/mlruns/artifacts" --host 127.0.0.1 --port 5000
+
+# Not in CI: a temporary store (a training run, a 2-child sweep, an evaluation) shown by `mlflow ui`
+# on 127.0.0.1 in headless Chromium (Debian's `chromium`, apt-get installed when missing) through
+# Playwright (the `ui` extra); screenshots into docs/screenshots/ (run_list.png is committed).
+ui-check: setup
+	$(PY) -c "import playwright" 2>/dev/null || $(PY) -m pip install --quiet -e ".[ui]"
+	$(PY) scripts/ui_check.py --out docs/screenshots

@@ -273,3 +273,37 @@ def test_imported_v2_collapse_flags_are_not_events() -> None:
     kept = _standard_samples(v03)
     assert kept is not None
     assert list(kept["collapse"]) == [0.0, 1.0]
+
+
+def test_cpu_only_store_gets_notes_instead_of_empty_plots(
+    compose_cfg: Callable[..., DictConfig],
+) -> None:
+    # no RAPL/hwmon/GPU read: no RLE, no temperature, no power; the plots of them are not written
+    run_training(
+        compose_cfg(
+            "workload=synthetic",
+            "workload.period_s=0.05",
+            "workload.workers=1",
+            "trainer.accelerator=cpu",
+            "trainer.max_steps=20",
+            "trainer.enable_progress_bar=false",
+            "telemetry=cpu_only",
+            "telemetry.sample_hz=10",
+        )
+    )
+    result = _evaluate(compose_cfg)
+    assert result.status == "FINISHED", result.message
+    files = {Path(f.path).name for f in _client().list_artifacts(result.run_id)}
+    pngs = {f for f in files if f.endswith(".png")}
+    assert pngs == {"fingerprint_comparison.png"}  # utilisation and throughput have values
+    report = (result.output_dir / "report.md").read_text()
+    plots = report.split("## Plots", 1)[1].split("## Files", 1)[0]
+    for name in (
+        "scatter_grad_norm_vs_rle.png",
+        "scatter_loss_vs_rle.png",
+        "scatter_temperature_vs_grad_norm.png",
+        "lag_plot.png",
+    ):
+        [line] = [ln for ln in plots.splitlines() if ln.startswith(f"- `{name}` not written: ")]
+        assert len(line) > len(name) + 20  # says what is missing
+    assert "`fingerprint_comparison.png` has no panel for power, mean (W)" in plots

@@ -11,6 +11,7 @@ Examples::
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import platform
@@ -34,7 +35,15 @@ from rle import paths
 from rle.errors import ConfigError, RLEError, TrackingError
 from rle.workloads import Workload, build_workload, workload_name
 
-__all__ = ["RunResult", "Workload", "check_ranges", "flatten_config", "main", "run_training"]
+__all__ = [
+    "RunResult",
+    "Workload",
+    "applicable_config",
+    "check_ranges",
+    "flatten_config",
+    "main",
+    "run_training",
+]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +103,63 @@ def flatten_config(cfg: Mapping[str, Any] | DictConfig, prefix: str = "") -> dic
         else:
             out[key] = v
     return out
+
+
+WORKLOAD_GROUPS: tuple[str, ...] = ("data",)
+"""Top-level config groups that only some workloads read (the others always apply)."""
+GROUPS_KEY = "_groups_"
+"""Workload config key: the :data:`WORKLOAD_GROUPS` this workload reads (``[data]``, ``[]``)."""
+ONLY_WITH_KEY = "_only_with_"
+"""Workload config key: ``{selector: {value: [keys]}}``, workload keys that apply only while the
+workload's ``selector`` key has that value (synthetic: ``pattern: {ramp: [ramp], ...}``)."""
+
+
+def applicable_config(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
+    """The resolved config without the settings that do not apply to this run.
+
+    The rule, declared by the workload config itself (``conf/workload/*.yaml``):
+
+    * a group of :data:`WORKLOAD_GROUPS` (``data``) applies only when the workload lists it in
+      ``_groups_``. Without ``_groups_``, a ``module``/``datamodule`` workload reads none of them
+      (it is instantiated from its own node) and a builder workload (``_target_``, which receives
+      the whole config) is assumed to read them all;
+    * a workload key listed under ``_only_with_: {selector: {value: [keys]}}`` applies only while
+      ``workload.<selector>`` equals that value (synthetic: ``intensity`` with
+      ``pattern=constant``, the ``ramp``/``sine``/``step`` nodes with their own pattern);
+    * with ``telemetry.enabled=false`` only ``telemetry.enabled`` itself applies.
+
+    Args:
+        cfg: The composed ``train`` config (or its container).
+
+    Returns:
+        A plain nested dict (resolved, enums as names), ready for :func:`flatten_config`.
+    """
+    container = (
+        OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        if isinstance(cfg, DictConfig)
+        else copy.deepcopy(dict(cfg))
+    )
+    assert isinstance(container, dict)  # noqa: S101 (a mapping node gives a dict)
+    workload = container.get("workload")
+    workload = workload if isinstance(workload, dict) else {}
+    groups = workload.get(GROUPS_KEY)
+    if groups is None:
+        groups = [] if workload.get("module") is not None else list(WORKLOAD_GROUPS)
+    for group in WORKLOAD_GROUPS:
+        if group not in groups:
+            container.pop(group, None)
+    for selector, options in (workload.get(ONLY_WITH_KEY) or {}).items():
+        chosen = str(workload.get(selector))
+        keep = {str(k) for v, ks in options.items() if str(v) == chosen for k in ks or []}
+        for value, ks in options.items():
+            if str(value) != chosen:
+                for k in ks or []:
+                    if str(k) not in keep:
+                        workload.pop(str(k), None)
+    telemetry = container.get("telemetry")
+    if isinstance(telemetry, dict) and telemetry.get("enabled") is False:
+        container["telemetry"] = {"enabled": False}
+    return {str(k): v for k, v in container.items()}
 
 
 # ------------------------------------------------------------------------------------- context
@@ -606,7 +672,9 @@ def run_training(cfg: DictConfig) -> RunResult | None:
         preempt.install(
             on_stuck=lambda signum: _end_stuck_run(location, run_id, mlflow_logger, signum)
         )
-        mlflow_logger.submit("params", {**flatten_config(cfg), **workload.params})
+        mlflow_logger.submit(
+            "params", {**flatten_config(applicable_config(cfg)), **workload.params}
+        )
         with tempfile.TemporaryDirectory() as tmp:
             cfg_path = Path(tmp) / "train.yaml"
             cfg_path.write_text(_config_yaml(cfg, redactor))

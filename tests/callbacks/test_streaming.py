@@ -166,7 +166,8 @@ def test_a_sigkilled_job_keeps_its_samples_up_to_the_last_upload(tmp_path: Path)
                     parts = _parts(client, run_id)
             except Exception:  # noqa: BLE001 - the job may be creating the schema
                 continue
-        assert run_id is not None and len(parts) >= 2, log.read_text()[-3000:]
+        assert run_id is not None, log.read_text()[-3000:]
+        assert len(parts) >= 2, log.read_text()[-3000:]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

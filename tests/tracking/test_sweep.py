@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 
 from rle.paths import resolve_tracking
 from rle.tracking.reader import read_samples
@@ -61,6 +62,7 @@ def test_multirun_is_a_parent_with_children_and_a_response_curve(tmp_path: Path)
     ]
     assert all(c.data.tags["rle.sweep_id"] == parent.data.tags["rle.sweep_id"] for c in children)
     assert parent.data.params["sweep.workload.optim.lr"] == "0.001,0.002,bad"
+    assert parent.info.run_name == "sweep distilgpt2_tiny lr=0.001,0.002,bad"
     assert parent.data.tags["rle.children.finished"] == "2"
     # the refused job has no run but counts as a failed job
     jobs = {k: parent.data.tags[f"rle.jobs.{k}"] for k in ("total", "failed", "refused")}
@@ -75,6 +77,57 @@ def test_multirun_is_a_parent_with_children_and_a_response_curve(tmp_path: Path)
     assert list(curve["workload.optim.lr"]) == [0.001, 0.002]
     assert curve["util_mean_percentage"].notna().all()
     assert curve["temperature_peak_celsius"].isna().all()  # no sensor here: NaN, not 0
+
+
+def test_synthetic_intensity_sweep_in_the_store(tmp_path: Path) -> None:
+    """A 2-child synthetic sweep: distinct names, applicable params only, a wide curve PNG."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rle.train",
+            "-m",
+            "workload=synthetic",
+            "workload.intensity=0.3,0.8",
+            "workload.period_s=0.05",
+            "workload.workers=1",
+            "trainer.accelerator=cpu",
+            "trainer.max_steps=8",
+            "trainer.enable_progress_bar=false",
+            "telemetry=cpu_only",
+            "telemetry.sample_hz=10",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    client = MlflowClient(resolve_tracking(None).uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    parent = next(r for r in runs if r.data.tags.get("rle.role") == "sweep_parent")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    names = sorted(c.info.run_name for c in children)
+    assert names == ["synthetic intensity=0.3", "synthetic intensity=0.8"]
+    assert parent.info.run_name == "sweep synthetic intensity=0.3,0.8"
+    for c in children:
+        params = c.data.params
+        assert "None" not in params.values()
+        assert not [k for k in params if k.startswith(("data.", "workload.ramp", "workload.sine"))]
+        assert not [k for k in params if k.startswith("workload.step")]
+        assert params["workload.pattern"] == "constant"
+    png = client.download_artifacts(parent.info.run_id, "response_curve/response_curve.png")
+    with Image.open(png) as image:
+        assert image.size[0] >= 1200
+    curve = pd.read_csv(
+        client.download_artifacts(parent.info.run_id, "response_curve/response_curve.csv")
+    )
+    assert list(curve["workload.intensity"]) == [0.3, 0.8]
+    assert list(curve["run_name"]) == names
+    # the achieved duty cycle follows the target (mean over the run, not the last step's value)
+    assert curve["duty_cycle_achieved"].iloc[1] > curve["duty_cycle_achieved"].iloc[0]
+    assert curve["util_mean_percentage.cpu"].notna().all()
 
 
 def test_responses_are_nan_safe_and_sum_devices() -> None:
@@ -184,7 +237,7 @@ def test_sweep_parent_run_stores_no_secret(monkeypatch: pytest.MonkeyPatch, tmp_
     )
     for planted in (TOKEN, GHP, "plain-words-only", PASSWORD):
         assert planted not in everything
-    assert "workload.intensity=0.2,0.4" in (run.info.run_name or "")
+    assert run.info.run_name == "sweep intensity=0.2,0.4"
     db = (tmp_path / "store" / "mlflow.db").read_bytes()
     for planted in (TOKEN, GHP, "plain-words-only", PASSWORD):
         assert planted.encode() not in db

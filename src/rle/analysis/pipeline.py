@@ -131,10 +131,10 @@ FINGERPRINT_PLOT_FEATURES: dict[str, str] = {
     "temperature_p95_celsius": "temperature, p95 (°C)",
     "energy_per_step_joules": "energy per step (J)",
     "samples_per_second": "throughput (samples/s)",
-    "rle_mean": "RLE, mean",
-    "collapse_fraction": "collapse fraction",
+    "rle_mean": "RLE, mean (dimensionless)",
+    "collapse_fraction": "collapse, fraction of time (0..1)",
     "sm_clock_mean_megahertz": "SM clock, mean (MHz)",
-    "throttle_fraction": "throttle fraction",
+    "throttle_fraction": "throttled, fraction of samples (0..1)",
 }
 
 
@@ -922,8 +922,12 @@ def _write(
         clf.predictions.to_csv(out / "classifier_predictions.csv", index=False)
         clf.confusion.to_csv(out / "classifier_confusion.csv")
         files += ["classifier_predictions.csv", "classifier_confusion.csv"]
+    plot_notes: list[str] = []
     if plots:
-        files += _plots(out, result, analysis, settings, pairs, dpi)
+        written, plot_notes = _plots(out, result, analysis, settings, pairs, dpi)
+        files += written
+    else:
+        plot_notes = ["Plots were not drawn (`evaluation.plots.enabled=false`)."]
     sections: list[str] = []
     if legacy is not None:
         files += _write_legacy(out, result, legacy)
@@ -961,6 +965,7 @@ def _write(
         sections=sections,
         alignment=result.alignment,
         provenance=result.provenance,
+        plot_notes=plot_notes,
     )
     (out / "report.md").write_text(text, encoding="utf-8")
     return files
@@ -968,31 +973,55 @@ def _write(
 
 def _plots(
     out: Path, result: EvalResult, analysis: _Analysis, settings: Any, pairs: list[Any], dpi: int
-) -> list[str]:
-    """Scatter, lag and fingerprint plots; returns their file names."""
-    from rle.analysis.plots import fingerprint_plot, lag_plot, scatter_plot
+) -> tuple[list[str], list[str]]:
+    """Scatter, lag and fingerprint plots: ``(file names written, report notes)``.
 
-    files = []
+    A plot that would be empty is not written; its note says what is missing and why.
+    """
+    from rle.analysis.plots import EmptyPlot, fingerprint_plot, has_values, lag_plot, scatter_plot
+
+    def _has_values(frame: pd.DataFrame, column: str) -> bool:
+        return column not in ("run_id", "group", "device") and has_values(frame, column)
+
     points = (
         pd.concat(analysis.points, ignore_index=True)
         if analysis.points
         else pd.DataFrame(columns=["run_id", "group", "device"])
     )
-    for x, y, name, title in SCATTERS:
-        scatter_plot(points, x, y, out / name, title, dpi=dpi)
-        files.append(name)
     lags = pd.DataFrame(
         analysis.lags, columns=["run_id", "group", "device", "x", "y", "lag_s", "r", "null_q95"]
     )
-    lag_plot(lags, [(p.x, p.y) for p in pairs], out / "lag_plot.png", settings.detrend, dpi=dpi)
-    fingerprint_plot(
-        result.fingerprints,
-        result.group_fingerprints,
-        FINGERPRINT_PLOT_FEATURES,
-        out / "fingerprint_comparison.png",
-        dpi=dpi,
+    outcomes = [
+        scatter_plot(points, x, y, out / name, title, dpi=dpi) for x, y, name, title in SCATTERS
+    ]
+    outcomes.append(
+        lag_plot(
+            lags,
+            [(p.x, p.y) for p in pairs],
+            out / "lag_plot.png",
+            settings.detrend,
+            dpi=dpi,
+            series=[c for c in points.columns if _has_values(points, c)],
+        )
     )
-    return [*files, "lag_plot.png", "fingerprint_comparison.png"]
+    outcomes.append(
+        fingerprint_plot(
+            result.fingerprints,
+            result.group_fingerprints,
+            FINGERPRINT_PLOT_FEATURES,
+            out / "fingerprint_comparison.png",
+            dpi=dpi,
+        )
+    )
+    files: list[str] = []
+    notes: list[str] = []
+    for written, more in outcomes:
+        if isinstance(written, EmptyPlot):
+            notes.append(written.note())
+        else:
+            files.append(written.name)
+        notes += more
+    return files, notes
 
 
 def _write_legacy(out: Path, result: EvalResult, legacy: _Legacy) -> list[str]:

@@ -222,6 +222,7 @@ def render_report(
     sections: Sequence[str] = (),
     alignment: pd.DataFrame | None = None,
     provenance: pd.DataFrame | None = None,
+    plot_notes: Sequence[str] = (),
 ) -> str:
     """Render ``report.md``.
 
@@ -245,6 +246,8 @@ def render_report(
             :func:`legacy_section`).
         alignment: ``alignment.csv`` rows (how each hardware series was put on the grid).
         provenance: ``provenance.csv`` rows (placeholder inputs and excluded RLE).
+        plot_notes: One line per plot not written (it would have been empty) or drawn without
+            some of its panels, saying what is missing and why (:mod:`rle.analysis.plots`).
 
     Returns:
         The Markdown text.
@@ -391,6 +394,12 @@ def render_report(
     else:
         out.append(f"Not run: {classifier.reason}.\n")
     out.append(_methods(settings, spike_settings, group_by))
+    out.append("## Plots\n")
+    plots = [f for f in files if f.endswith(".png")]
+    out.append(
+        (f"Written: {', '.join(f'`{f}`' for f in plots)}.\n" if plots else "No plot written.\n")
+        + ("\n" + "\n".join(f"- {n}" for n in plot_notes) + "\n" if plot_notes else "")
+    )
     out.append("## Files\n")
     out.append("\n".join(f"- `{f}`" for f in files) + "\n")
     return "\n".join(out)

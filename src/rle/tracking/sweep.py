@@ -6,8 +6,10 @@ and writes its id into the sweep directory; each job's run becomes a **child** (
 ``mlflow.parentRunId``, ``rle.sweep_id``; its overrides as params and tag ``rle.overrides``), so the
 MLflow UI groups and compares them. When the sweep ends, the parent gets a response curve
 (``response_curve/response_curve.csv`` and ``.png``): each swept parameter against mean
-utilisation, mean/p95 power, peak temperature, energy and mean RLE across its children (NaN where
-a sensor is missing), plus the counts of children that finished and failed.
+utilisation, achieved duty cycle, mean/p95 power, peak temperature, energy and mean RLE across its
+children, per device and all devices together (NaN where a sensor is missing), drawn a panel per
+quantity with a note in the panel for each quantity this hardware did not measure
+(:mod:`rle.analysis.response`), plus the counts of children that finished and failed.
 
 A job that fails before its run exists (a config value refused by validation) has no child run;
 the job notes its failure in the sweep directory (:func:`record_failed_job`, ``.rle_failed_jobs/
@@ -31,7 +33,7 @@ import math
 import re
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,16 +90,6 @@ class SweepOutcome:
 LAST_SWEEP: list[SweepOutcome] = []
 """The outcome of the multirun that ended last in this process (empty before any)."""
 
-_RESPONSES: Sequence[tuple[str, str]] = (
-    ("util_mean_percentage", r"^summary/(cpu|gpu_\d+)_utilization_mean_percentage$"),
-    ("power_mean_watts", r"^summary/.*_power_mean_watts$"),
-    ("power_p95_watts", r"^summary/.*_power_p95_watts$"),
-    ("temperature_peak_celsius", r"^summary/.*_temperature_max_celsius$"),
-    ("energy_joules", r"^summary/.*_energy_joules$"),
-    ("rle_mean", r"^rle/.*/rle_smoothed_mean$"),
-    ("duty_cycle_achieved", r"^synthetic/duty_cycle_achieved$"),
-)
-
 
 def _redactor(config: Any) -> Redactor:
     """The redactor for a (multirun) config: its ``tracking.secret_pattern``, else the default."""
@@ -150,7 +142,7 @@ class MLflowSweepCallback(Callback):
         sweep_id = uuid.uuid4().hex[:12]
         redactor = _redactor(config)
         params = _sweep_params(config, redactor)
-        name = "sweep " + " ".join(f"{k.removeprefix('sweep.')}={v}" for k, v in params.items())
+        name = _parent_name(config, params)
         _, self.parent_run_id = create_run(
             self.location,
             experiment,
@@ -204,13 +196,17 @@ class MLflowSweepCallback(Callback):
         ]
         rows = []
         for c in children:
-            row: dict[str, Any] = {"run_id": c.info.run_id, "status": c.info.status}
+            row: dict[str, Any] = {
+                "run_id": c.info.run_id,
+                "run_name": c.info.run_name,
+                "status": c.info.status,
+            }
             for key in swept:
                 row[key] = _param_value(c.data.params.get(key))
-            row.update(_responses(_run_means(client, c.info.run_id, c.data.metrics)))
+            row.update(_child_responses(client, c))
             rows.append(row)
         if rows:
-            _log_response_curve(client, self.parent_run_id, rows, swept)
+            _log_response_curve(client, self.parent_run_id, rows, swept, children)
         end_run(
             self.location,
             self.parent_run_id,
@@ -225,6 +221,26 @@ class MLflowSweepCallback(Callback):
             len(refused),
             ", ".join(refused) or "none",
         )
+
+
+def _parent_name(config: Any, params: Mapping[str, str]) -> str:
+    """The sweep parent's run name: the workload and the swept values only.
+
+    ``sweep synthetic intensity=0.3,0.8`` (keys shortened to their last part, like the
+    children's names, unless two swept keys share it); the fixed overrides are in the params.
+    """
+    swept = {k.removeprefix("sweep."): v for k, v in params.items() if _is_sweep_value(v)}
+    workload = params.get("sweep.workload")
+    if workload is None or _is_sweep_value(workload):
+        with contextlib.suppress(Exception):  # a config without a workload node
+            workload = str(config.workload.name) if config.workload.get("name") else None
+    leaves = [k.rsplit(".", 1)[-1] for k in swept]
+    shown = [
+        (leaf if leaves.count(leaf) == 1 else key) for key, leaf in zip(swept, leaves, strict=True)
+    ]
+    parts = ["sweep", *([workload] if workload and "workload" not in swept else [])]
+    parts += [f"{k}={v}" for k, v in zip(shown, swept.values(), strict=True)]
+    return " ".join(parts)
 
 
 class RedactHydraOutputs(Callback):
@@ -384,30 +400,6 @@ def _is_sweep_value(value: str) -> bool:
     return "," in value or bool(re.match(r"^(range|choice|interval|glob)\(", value))
 
 
-_PER_STEP = re.compile(
-    r"^(system/(cpu|gpu_\d+)_utilization_percentage|synthetic/duty_cycle_achieved)$"
-)
-
-
-def _run_means(client: Any, run_id: str, latest: Mapping[str, float]) -> dict[str, float]:
-    """Latest values, except per-step series used as responses: their mean over the run."""
-    out = dict(latest)
-    for key in latest:
-        if _PER_STEP.match(key):
-            values = [
-                m.value for m in client.get_metric_history(run_id, key) if math.isfinite(m.value)
-            ]
-            if values:
-                out[key] = sum(values) / len(values)
-                device = re.match(r"^system/(cpu|gpu_\d+)_utilization_percentage$", key)
-                summary = (
-                    f"summary/{device.group(1)}_utilization_mean_percentage" if device else None
-                )
-                if summary and summary not in latest:  # a run without the run-level summary
-                    out[summary] = out[key]
-    return out
-
-
 def _param_value(value: str | None) -> Any:
     if value is None:
         return math.nan
@@ -417,69 +409,55 @@ def _param_value(value: str | None) -> Any:
         return value
 
 
-def _responses(metrics: Mapping[str, float]) -> dict[str, float]:
-    """Reduce a child's metrics (latest values) to the response-curve columns (NaN if absent)."""
-    out: dict[str, float] = {}
-    for name, pattern in _RESPONSES:
-        vals = [v for k, v in metrics.items() if re.match(pattern, k) and math.isfinite(v)]
-        if not vals:
-            out[name] = math.nan
-        elif name == "temperature_peak_celsius":
-            out[name] = max(vals)
-        elif name in ("energy_joules",) or name.startswith("power"):
-            out[name] = sum(vals)  # devices add up
-        else:
-            out[name] = sum(vals) / len(vals)
-    return out
+def _responses(
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str] | None = None,
+    history: Callable[[str], Sequence[float]] | None = None,
+) -> dict[str, float]:
+    """A child's response-curve columns (:func:`rle.analysis.response.child_responses`)."""
+    from rle.analysis.response import child_responses
+
+    return child_responses(metrics, tags, history)
+
+
+def _child_responses(client: Any, run: Any) -> dict[str, float]:
+    """A child's responses: its summary metrics, else its metric histories via ``client``."""
+
+    def history(key: str) -> list[float]:
+        return [float(m.value) for m in client.get_metric_history(run.info.run_id, key)]
+
+    return _responses(run.data.metrics, run.data.tags, history)
 
 
 def response_curve(rows: Sequence[Mapping[str, Any]], swept: Sequence[str]) -> Any:
-    """Tidy response-curve table: one row per child, sorted by the swept parameters.
+    """Tidy response-curve table (:func:`rle.analysis.response.response_curve`)."""
+    from rle.analysis.response import response_curve as _curve
 
-    Args:
-        rows: Per child: ``run_id``, ``status``, swept parameter values and response columns.
-        swept: Swept parameter names (config keys).
-
-    Returns:
-        A ``pandas.DataFrame``.
-    """
-    import pandas as pd
-
-    frame = pd.DataFrame(list(rows))
-    keys = [k for k in swept if k in frame]
-    return frame.sort_values(keys, kind="stable").reset_index(drop=True) if keys else frame
+    return _curve(rows, swept)
 
 
 def _log_response_curve(
-    client: Any, parent_id: str, rows: Sequence[Mapping[str, Any]], swept: Sequence[str]
+    client: Any,
+    parent_id: str,
+    rows: Sequence[Mapping[str, Any]],
+    swept: Sequence[str],
+    children: Sequence[Any],
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
+    """Log ``response_curve/response_curve.csv`` and, with a swept value, the ``.png``."""
+    from rle.analysis.response import absence_notes, devices_of, plot_response_curve
 
     frame = response_curve(rows, swept)
-    numeric_x = [k for k in swept if k in frame and pd.api.types.is_numeric_dtype(frame[k])]
-    x = numeric_x[0] if numeric_x else None
-    responses = [name for name, _ in _RESPONSES if name in frame and frame[name].notna().any()]
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    devices: list[str] = []
+    for c in finished:
+        devices += [d for d in devices_of(c.data.metrics, c.data.tags) if d not in devices]
+    ok = frame[frame["status"] == "FINISHED"]
+    notes = absence_notes(ok, [c.data.tags for c in finished], devices)
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "response_curve.csv"
         frame.to_csv(csv, index=False)
         client.log_artifact(parent_id, str(csv), artifact_path="response_curve")
-        if x is not None and responses:
-            fig, axes = plt.subplots(
-                len(responses), 1, figsize=(6, 2.2 * len(responses)), sharex=True, squeeze=False
-            )
-            for ax, name in zip(axes[:, 0], responses, strict=True):
-                ok = frame[frame["status"] == "FINISHED"]
-                ax.plot(ok[x], ok[name], marker="o")
-                ax.set_ylabel(name, fontsize=8)
-                ax.grid(alpha=0.3)
-            axes[-1, 0].set_xlabel(x)
-            fig.suptitle(f"Response curve over {x}")
-            fig.tight_layout()
+        if any(k in frame for k in swept) and len(ok):
             png = Path(tmp) / "response_curve.png"
-            fig.savefig(png, dpi=110)
-            plt.close(fig)
+            plot_response_curve(frame, swept, notes, devices, png)
             client.log_artifact(parent_id, str(png), artifact_path="response_curve")
