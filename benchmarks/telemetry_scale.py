@@ -132,7 +132,9 @@ def _run(hz: float, ranks: int, duration_s: float, mode: str = "telemetry") -> d
     warm = [m for t, m in rss if t >= duration_s / 3]
     gathered = data["gathered_bytes"]
     span_min = max((rss[-1][0] - duration_s / 3) / 60.0, 1e-9)
+    late = [m for t, m in rss if t >= 2 * duration_s / 3]
     return {
+        "rss_two_thirds_mb": late[0],
         "rss_warm_mb": warm[0],
         "rss_end_mb": warm[-1],
         "growth_mb": warm[-1] - warm[0],

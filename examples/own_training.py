@@ -5,7 +5,7 @@
     torchrun --standalone --nproc_per_node=2 examples/own_training.py --devices 2
 
 Prints the run id; the run holds the module's own metrics, rle's ``train/*``, ``system/*`` and
-``rle/*`` metrics on the same steps, rle's tags and ``telemetry/samples.parquet``.
+``rle/*`` metrics on the same steps, rle's tags and the raw samples (``telemetry/samples/``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A thin ``@hydra.main`` over :func:`run_evaluation` (:mod:`rle.analysis.pipeline`), which tests
 call with a composed ``conf/evaluate.yaml`` (config directory :data:`rle.paths.CONF_DIR`). It
 selects runs (experiment, filter string, run ids or a sweep parent's children), reads their
-``train/*`` histories and ``telemetry/samples.parquet`` through :mod:`rle.tracking.reader`,
+``train/*`` histories and the raw samples (``telemetry/samples/``) through :mod:`rle.tracking.reader`,
 computes per-run/per-device fingerprints and correlations with the pure functions of
 :mod:`rle.analysis`, and writes one **evaluation run** (tags ``rle.role`` and ``rle.kind`` =
 ``evaluation``) holding ``fingerprints.csv``, ``correlations.csv``, ``alignment.csv``,

@@ -274,7 +274,7 @@ def device_frames(samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
     rows are sorted by time and duplicate timestamps keep the last row.
 
     Args:
-        samples: ``telemetry/samples.parquet`` of one run (``wall_time_s``, ``device``, the RLE
+        samples: the raw samples (``telemetry/samples/``) of one run (``wall_time_s``, ``device``, the RLE
             inputs/outputs and raw readings with device prefixes).
 
     Returns:

@@ -10,7 +10,7 @@
    imported joint session's original files and compare them with what the lab stored
    (:func:`rle.analysis.compare.compare_fields`, the comparison :mod:`rle.ingest` uses too), plus
    the lab's spike counts (:func:`rle.analysis.legacy.legacy_spikes`);
-4. **read** (:func:`_read`): ``train/*`` histories and ``telemetry/samples.parquet`` (step-level
+4. **read** (:func:`_read`): ``train/*`` histories and the raw samples (``telemetry/samples/``) (step-level
    ``system/``/``rle/`` histories for runs without one), the per-device provenance of the RLE
    inputs (:mod:`rle.analysis.provenance`: placeholder inputs and the RLE built from them are
    removed, with the reason);
@@ -527,7 +527,7 @@ def _analyse(data: list[_RunData], settings: Any, spikes: Any, pairs: list[Any])
                 {
                     "run_id": rid,
                     "what": "telemetry",
-                    "reason": "no telemetry: no telemetry/samples.parquet and no system/ or rle/ device metrics "
+                    "reason": "no telemetry: no raw samples (telemetry/samples/) and no system/ or rle/ device metrics "
                     "(telemetry=none, or the run has not ended); fingerprints and correlations skipped",
                 }
             )
@@ -548,7 +548,7 @@ def _analyse(data: list[_RunData], settings: Any, spikes: Any, pairs: list[Any])
                 {
                     "run_id": rid,
                     "what": "samples artifact",
-                    "reason": "no telemetry/samples.parquet: used the logged step-level window means instead",
+                    "reason": "no raw samples (telemetry/samples/): used the logged step-level window means instead",
                 }
             )
         for device, frame in sorted(d.frames.items()):

@@ -124,7 +124,7 @@ def standard_samples(table: pd.DataFrame | None) -> pd.DataFrame | None:
     (with ``wall_time_s``) are returned unchanged.
 
     Args:
-        table: ``telemetry/samples.parquet`` of one run, or ``None``.
+        table: the raw samples (``telemetry/samples/``) of one run, or ``None``.
 
     Returns:
         The table with ``wall_time_s`` (UTC epoch s), or ``None``.

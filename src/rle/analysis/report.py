@@ -654,7 +654,7 @@ def legacy_section(
         out.append("\n### The corrected default analysis of the same data\n")
         out.append(
             "The same runs analysed by `correlation.method=default` (imported samples from "
-            "`telemetry/samples.parquet`, `train/*` metrics; placeholder readings dropped): per "
+            "the raw samples (`telemetry/samples/`), `train/*` metrics; placeholder readings dropped): per "
             f"device, training interval only, raw r with n = distinct telemetry samples, r of the "
             f"{settings.detrend} series with its block-permutation p, and the peak of the lagged "
             f"correlation in seconds (±{fmt(settings.max_lag_s)} s; lag > 0: hardware follows "

@@ -161,7 +161,7 @@ class HardwareMonitor(L.Callback):
         batch_size_fn: Callable[[Any], int] | None = None,
         length_fn: Callable[[Any], int] | None = None,
         tokens_per_sample: int | None = None,
-        row_group_rows: int = 2048,
+        row_group_rows: int = 256,
         route: RunRoute | None = None,
     ) -> None:
         super().__init__()

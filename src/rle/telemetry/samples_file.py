@@ -55,7 +55,7 @@ class SampleFileWriter:
         ValueError: If ``row_group_rows`` < 1.
     """
 
-    def __init__(self, directory: str | Path, row_group_rows: int = 2048) -> None:
+    def __init__(self, directory: str | Path, row_group_rows: int = 256) -> None:
         if row_group_rows < 1:
             raise ValueError(f"row_group_rows must be >= 1, got {row_group_rows}.")
         self.directory = Path(directory)
