@@ -96,3 +96,20 @@ def test_real_runs_store_only_applicable_params(
     assert not [k for k in params if k.startswith("synthetic.")]
     assert not {"workload.intensity", "workload.pattern", "workload.ramp.start"} & set(params)
     assert "None" not in params.values()
+
+
+def test_the_resolved_metric_profile_is_logged_once(
+    compose_cfg: Callable[..., DictConfig],
+) -> None:
+    cfg = compose_cfg(*SYNTHETIC, "telemetry.rle.collapse.drop_frac=0.6")
+    result = run_training(cfg)
+    params = _params(result.run_id)
+    assert not [k for k in params if k.startswith("telemetry.rle.")]  # no override leaves
+    assert params["rle.profile.name"] == "default"
+    assert float(params["rle.profile.collapse.drop_frac"]) == 0.6  # the override, resolved
+    # a profile default that was not overridden is there too, with the profile's value
+    from rle.metric import profile_from_config
+
+    default = profile_from_config({"profile": "default"})
+    assert float(params["rle.profile.smooth.window_s"]) == default.smooth.window_s
+    assert "None" not in params.values()

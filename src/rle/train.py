@@ -114,6 +114,21 @@ ONLY_WITH_KEY = "_only_with_"
 workload's ``selector`` key has that value (synthetic: ``pattern: {ramp: [ramp], ...}``)."""
 
 
+def profile_params(profile: Any) -> dict[str, Any]:
+    """The resolved RLE metric profile as flat params ``rle.profile.<section>.<key>``.
+
+    Args:
+        profile: A :class:`rle.metric.profiles.Profile` (nested frozen dataclasses).
+
+    Returns:
+        Leaf name to value; ``None`` leaves (a part the formula does not use) are left out.
+    """
+    import dataclasses
+
+    tree = dataclasses.asdict(profile)
+    return {f"rle.profile.{k}": v for k, v in flatten_config(tree).items() if v is not None}
+
+
 def applicable_config(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
     """The resolved config without the settings that do not apply to this run.
 
@@ -672,9 +687,13 @@ def run_training(cfg: DictConfig) -> RunResult | None:
         preempt.install(
             on_stuck=lambda signum: _end_stuck_run(location, run_id, mlflow_logger, signum)
         )
-        mlflow_logger.submit(
-            "params", {**flatten_config(applicable_config(cfg)), **workload.params}
-        )
+        params = flatten_config(applicable_config(cfg))
+        if telemetry is not None:
+            # the metric profile once, resolved (profile defaults + overrides, rle.profile.*),
+            # instead of the override leaves telemetry.rle.* it was built from
+            params = {k: v for k, v in params.items() if not k.startswith("telemetry.rle.")}
+            params.update(profile_params(telemetry.profile))
+        mlflow_logger.submit("params", {**params, **workload.params})
         with tempfile.TemporaryDirectory() as tmp:
             cfg_path = Path(tmp) / "train.yaml"
             cfg_path.write_text(_config_yaml(cfg, redactor))
