@@ -94,7 +94,6 @@ _DEFAULT_TERMS = (
     ("rolling_peak", "rolling_peak"),
     ("collapse", "collapse"),
 )
-_ANALYSIS_TOLERANCE = 1e-6
 
 
 @dataclass
@@ -712,28 +711,6 @@ def _file_report(parsed: ParsedFile, seg: Segment | None) -> dict[str, Any]:
     }
 
 
-def _analysis_agreement(
-    stored: Mapping[str, Any] | None, reproduced: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Compare the computed fields of ``analysis_<id>.json`` with the reproduction (1e-6)."""
-    if stored is None:
-        return {"compared": False, "reason": "no analysis_<id>.json in the bundle"}
-    fields: dict[str, Any] = {}
-    flat_repr = _flatten("", reproduced, {})
-    flat_stored = _flatten("", {k: stored.get(k) for k in reproduced}, {})
-    for k, mine in flat_repr.items():
-        theirs = flat_stored.get(k)
-        if isinstance(mine, bool) or isinstance(theirs, bool) or isinstance(mine, int):
-            ok = theirs == mine
-            err = 0.0 if ok else math.nan
-        else:
-            a, b = float(mine), float(theirs) if theirs is not None else math.nan
-            ok = (math.isnan(a) and math.isnan(b)) or abs(a - b) <= _ANALYSIS_TOLERANCE
-            err = 0.0 if math.isnan(a) and math.isnan(b) else abs(a - b)
-        fields[k] = {"stored": theirs, "reproduced": mine, "agrees": bool(ok), "abs_error": err}
-    return {"compared": True, "agrees": all(v["agrees"] for v in fields.values()), "fields": fields}
-
-
 def _import_session(
     store: _Store,
     session: ParsedSession,
@@ -741,6 +718,7 @@ def _import_session(
     *,
     with_default: bool,
 ) -> tuple[str, dict[str, Any] | None, bool]:
+    from rle.analysis.compare import agreement as analysis_agreement
     from rle.analysis.legacy import legacy_joint_session
     from rle.tracking.logger import log_params, log_tags
 
@@ -748,7 +726,7 @@ def _import_session(
     streams = mon.streams
     devices = tuple(sorted({s.device for s in streams}, key=lambda d: (d != "gpu_0", d)))
     reproduced = legacy_joint_session(session.training_entries, mon.rows)
-    agreement = _analysis_agreement(session.analysis, reproduced)
+    agreement = analysis_agreement(session.analysis, reproduced)
     tags = {
         keys.TAG_SOURCE: JOINT_SOURCE,
         keys.TAG_PROFILE: mon.profile,
