@@ -6,10 +6,15 @@ Lightning's ``strategy="ddp"``), trains a small linear model for ``--duration`` 
 process sources) into a temporary SQLite store through Lightning's ``MLFlowLogger``, and measures
 on rank 0:
 
-* resident set size (psutil RSS) sampled every 0.5 s: at the end of warm-up (a third of the run)
-  and at the end, and the growth between them in MB and MB per minute;
+* resident set size (psutil RSS) sampled every 0.5 s from the start of training: at the end of
+  warm-up (a third of the training time,
+  which includes the first Parquet part written and uploaded: ``upload_every_s=10``, so pyarrow's
+  one-time set-up is not counted as growth) and at the end, and the growth between them in MB and
+  MB per minute;
 * the pickled size of everything the telemetry gather brings to rank 0 per logging step (all
-  ranks' windows), mean over the run, in bytes.
+  ranks' windows), median and max over the logging steps in which every rank had samples (a
+  window without samples is smaller), in bytes. The max includes the first window, which also
+  carries the sources' tags once.
 
 Goals (issue 14): memory flat after warm-up (no growth with run length beyond the Parquet
 writer's row-group buffer) and gather bytes per step independent of the sampling rate.
@@ -26,8 +31,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import pickle
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,7 +64,8 @@ def _one(hz: float, duration_s: float, ranks: int, out: Path, mode: str = "telem
 
     def measuring_gather(window: Any, rank: int, world_size: int) -> Any:
         result = real_gather(window, rank, world_size)
-        if result is not None:
+        if result is not None and all(w.sample_count for w in result):
+            # windows in which every rank had samples: the full size (empty windows are smaller)
             gathered_bytes.append(sum(len(pickle.dumps(w)) for w in result))
         return result
 
@@ -83,13 +91,19 @@ def _one(hz: float, duration_s: float, ranks: int, out: Path, mode: str = "telem
     rss: list[tuple[float, float]] = []
     stop = threading.Event()
     proc = psutil.Process()
-    t0 = time.monotonic()
 
-    def watch() -> None:
-        while not stop.wait(0.5):
-            rss.append((time.monotonic() - t0, proc.memory_info().rss / 1e6))
+    class Watch(L.Callback):
+        """Sample RSS from the start of training (process start-up and DDP set-up excluded)."""
 
-    threading.Thread(target=watch, daemon=True).start()
+        def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            t0 = time.monotonic()
+
+            def watch() -> None:
+                while not stop.wait(0.5):
+                    rss.append((time.monotonic() - t0, proc.memory_info().rss / 1e6))
+
+            threading.Thread(target=watch, daemon=True).start()
+
     uri = "sqlite:///" + (out.parent / "bench.db").as_posix()
     sources = {
         "gpu": {"_target_": "rle.telemetry.fake.FakeGpuSource", "index": 0},
@@ -105,10 +119,11 @@ def _one(hz: float, duration_s: float, ranks: int, out: Path, mode: str = "telem
         log_every_n_steps=1,
         logger=MLFlowLogger(experiment_name="scale", tracking_uri=uri),
         callbacks={
-            "telemetry": [TelemetryCallback(sources=sources, sample_hz=hz, upload_every_s=30.0)],
+            "telemetry": [TelemetryCallback(sources=sources, sample_hz=hz, upload_every_s=10.0)],
             "train-only": [TelemetryCallback(sources={})],
             "none": [],
-        }[mode],
+        }[mode]
+        + [Watch()],
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -139,7 +154,8 @@ def _run(hz: float, ranks: int, duration_s: float, mode: str = "telemetry") -> d
         "rss_end_mb": warm[-1],
         "growth_mb": warm[-1] - warm[0],
         "growth_mb_per_min": (warm[-1] - warm[0]) / span_min,
-        "gather_bytes_per_step": sum(gathered) / max(len(gathered), 1),
+        "gather_bytes_per_step": float(statistics.median(gathered)) if gathered else math.nan,
+        "gather_bytes_max": float(max(gathered)) if gathered else math.nan,
         "steps": float(len(gathered)),
     }
 
@@ -168,16 +184,16 @@ def main() -> None:
     )
     print(  # noqa: T201
         "| sample_hz | ranks | steps | RSS after warm-up (MB) | RSS at end (MB) | growth (MB) "
-        "| growth (MB/min) | gathered per logging step (bytes) |"
+        "| growth (MB/min) | gathered per logging step, median (bytes) | max (bytes) |"
     )
-    print("|---|---|---|---|---|---|---|---|")  # noqa: T201
+    print("|---|---|---|---|---|---|---|---|---|")  # noqa: T201
     for ranks in args.ranks:
         for hz in args.hz:
             r = _run(hz, ranks, args.duration, args.mode)
             print(  # noqa: T201
                 f"| {hz:g} | {ranks} | {r['steps']:.0f} | {r['rss_warm_mb']:.1f} | "
                 f"{r['rss_end_mb']:.1f} | {r['growth_mb']:+.1f} | {r['growth_mb_per_min']:+.2f} | "
-                f"{r['gather_bytes_per_step']:.0f} |",
+                f"{r['gather_bytes_per_step']:.0f} | {r['gather_bytes_max']:.0f} |",
                 flush=True,
             )
 
