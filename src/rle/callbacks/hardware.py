@@ -212,7 +212,6 @@ class HardwareMonitor(L.Callback):
         self._dir: Path | None = None
         self._uploader: BackgroundUploader | None = None
         self._last_upload_s = 0.0
-        self._parts_uploaded = 0
         self._finished = False
 
     def __getstate__(self) -> dict[str, Any]:
@@ -312,12 +311,9 @@ class HardwareMonitor(L.Callback):
 
     def _make_uploader(self, trainer: L.Trainer) -> BackgroundUploader | None:
         """Rank 0 uploads through its sink; other ranks through a client of the same store."""
-        sink = self.route.sink
-        if sink is not None and hasattr(sink, "logger") and hasattr(sink.logger, "submit_artifact"):
-            # rle's spooling logger copies the file into its spool and sends it in the background
-            return BackgroundUploader(sink.log_artifact, delete_after=False)
-        if sink is not None:
-            return BackgroundUploader(sink.log_artifact, delete_after=False)
+        if self.route.sink is not None:
+            # rle's spooling logger copies each part into its spool and sends it in the background
+            return BackgroundUploader(self.route.sink.log_artifact)
         if self.route.run_id is None or self.route.tracking_uri is None:
             return None
         from mlflow import MlflowClient
@@ -325,8 +321,7 @@ class HardwareMonitor(L.Callback):
         client = MlflowClient(tracking_uri=self.route.tracking_uri)
         run_id = self.route.run_id
         return BackgroundUploader(
-            lambda path, artifact_path: client.log_artifact(run_id, path, artifact_path),
-            delete_after=False,
+            lambda path, artifact_path: client.log_artifact(run_id, path, artifact_path)
         )
 
     def _set_inventory(self, trainer: L.Trainer) -> None:
@@ -366,13 +361,12 @@ class HardwareMonitor(L.Callback):
             return None
         t0 = time.perf_counter()
         self._sampler.set_step(step_counter(trainer) + 1)
-        metrics = None
-        if should_log(trainer):
-            metrics = self._log_window(trainer)
+        logging_step = should_log(trainer)
+        metrics = self._log_window(trainer) if logging_step else None
         self._overhead_s += time.perf_counter() - t0
         if metrics is not None:
             metrics[keys.system_key("telemetry_overhead_milliseconds")] = self._overhead_s * 1000.0
-        if should_log(trainer):
+        if logging_step:
             self._overhead_s = 0.0
         return metrics
 
@@ -575,7 +569,6 @@ class HardwareMonitor(L.Callback):
         if self._uploader is None:
             return
         self._uploader.submit(part, f"{keys.SAMPLES_DIR}/rank_{trainer.global_rank}")
-        self._parts_uploaded += 1
 
     def _roll_and_upload(self, trainer: L.Trainer) -> None:
         if self._writer is not None:
@@ -648,8 +641,7 @@ class HardwareMonitor(L.Callback):
             sink.log_artifact(str(schema), "telemetry")
 
     def _close_files(self) -> None:
-        if self._writer is not None:
-            self._writer = None
+        self._writer = None
         if self._uploader is not None:
             if not self._uploader.close(timeout_s=120.0) or self._uploader.failed:
                 log.warning(

@@ -137,15 +137,15 @@ def _tracking_uri(sink: Any) -> str | None:
 class BackgroundUploader:
     """Upload files from a daemon thread, in order; failures are reported once and kept.
 
+    The files are left in place (the caller reads them again and removes their folder).
+
     Args:
-        upload: ``upload(local_path, artifact_path)``; may raise (the file then stays on disk and
-            is listed in :attr:`failed`).
-        delete_after: Delete each file once uploaded.
+        upload: ``upload(local_path, artifact_path)``; may raise (the file is then listed in
+            :attr:`failed`).
     """
 
-    def __init__(self, upload: Callable[[str, str], None], delete_after: bool = True) -> None:
+    def __init__(self, upload: Callable[[str, str], None]) -> None:
         self._upload = upload
-        self._delete_after = delete_after
         self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue()
         self.failed: list[str] = []
         self.uploaded = 0
@@ -176,8 +176,6 @@ class BackgroundUploader:
             try:
                 self._upload(path, artifact_path)
                 self.uploaded += 1
-                if self._delete_after:
-                    Path(path).unlink(missing_ok=True)
             except Exception as e:  # noqa: BLE001 - an upload failure must not kill the thread
                 self.failed.append(path)
                 if not self._warned:
