@@ -306,16 +306,20 @@ def _telemetry_callback(cfg: DictConfig, tokens_per_sample: int | None) -> Any:
 class _Preemption:
     """SIGTERM/SIGINT while the run is open: stop training, flush, end the run ``KILLED``.
 
-    The first signal inside the training loop asks the trainer to stop after the current step
-    (``trainer.should_stop``; on SIGTERM Lightning's own handler also raises its SIGTERM exit at
-    the next batch end), so callbacks finish and the logger flushes normally; a second signal, or
-    one before the loop starts (building the workload, a DDP rendezvous), interrupts at once
-    (``KeyboardInterrupt``). While the run is being ended,
-    a signal only cuts the wait for the tracking store short (what is not sent stays spooled).
-    The process then exits with ``128 + signal number``.
+    Inside the training loop :class:`rle.callbacks.stop.StopOnSignal` owns the signals: every
+    rank stops after the same step, callbacks finish and the logger flushes normally, and it
+    tells this object (:meth:`note_signal`). Under ``ddp_spawn`` this process is the launcher and
+    passes the first signal on to the workers through :attr:`shared_signum`. Elsewhere a signal
+    before the loop (building the workload, a DDP rendezvous) or a repeat more than
+    :attr:`REPEAT_WINDOW_S` after the first interrupts at once (``KeyboardInterrupt``). While the
+    run is being ended, a signal only cuts the wait for the tracking store short (what is not
+    sent stays spooled). The process then exits with ``128 + signal number``.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    REPEAT_WINDOW_S = 2.0
+    """A repeat of the signal within this many seconds is the same request (launchers forward to
+    each process the signal its group already got); only a later one interrupts at once."""
     STUCK_GRACE_S = 3.0
     """How long the main thread may stay inside C code (a DDP rendezvous) after a signal before
     the watchdog ends the run ``KILLED`` and exits ``128 + signal`` itself."""
@@ -325,6 +329,11 @@ class _Preemption:
         self.trainer: Any = None
         self.in_loop = False
         self.finishing = False
+        self.shared_signum: Any = None
+        """``ddp_spawn``: a ``multiprocessing.Value("i")`` the workers' :class:`StopOnSignal`
+        reads; while it is set (during ``fit``) a signal to this launcher process is passed on
+        through it instead of interrupting."""
+        self._first_at_s = 0.0
         self._abort = False
         self._previous: dict[int, Any] = {}
         self._wakeup: tuple[int, int] | None = None
@@ -403,6 +412,11 @@ class _Preemption:
         """Whether a signal arrived while the run was being ended."""
         return self._abort
 
+    def note_signal(self, signum: int) -> None:
+        """Record a signal handled elsewhere (:class:`StopOnSignal`): the run ends ``KILLED``."""
+        if self.signum is None:
+            self.signum = signum
+
     def _handle(self, signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
         if self.finishing:
@@ -411,15 +425,26 @@ class _Preemption:
                 "Received %s while ending the run: no more waiting for the tracking store.", name
             )
             return
+        import time
+
         first = self.signum is None
+        now = time.monotonic()
         if first:
             self.signum = signum
-        if first and self.trainer is not None and self.in_loop:
+            self._first_at_s = now
+        elif now - self._first_at_s < self.REPEAT_WINDOW_S:
+            return  # the same request, forwarded by a launcher
+        if first and self.shared_signum is not None:
             log.warning(
-                "Received %s: stopping after the current step; the run ends KILLED once its "
-                "metrics are flushed (send it again to interrupt at once).",
+                "Received %s: every ddp_spawn worker stops after the current step; the run ends "
+                "KILLED once its metrics are flushed (send it again to interrupt at once).",
                 name,
             )
+            self.shared_signum.value = signum
+            return
+        if first and self.trainer is not None and self.in_loop:
+            # only reached where StopOnSignal could not install its handler (not the main thread)
+            log.warning("Received %s: stopping after the current step.", name)
             self.trainer.should_stop = True
             return
         log.warning("Received %s: interrupting.", name)
@@ -634,6 +659,11 @@ def run_training(cfg: DictConfig) -> RunResult | None:
             raise
         raise ConfigError(str(e)) from e
     trainer.callbacks.append(telemetry)
+    # SIGTERM/SIGINT during the loop: every rank stops after the same step (rle.callbacks.stop)
+    from rle.callbacks.stop import StopOnSignal
+
+    shared_signum = _spawn_stop_value(trainer)
+    trainer.callbacks.append(StopOnSignal(preempt.note_signal, shared_signum))
     # a workload with a duration of its own (synthetic duration_s) sets the step count
     duration_steps = getattr(workload.module, "steps_for_duration", None)
     if duration_steps:
@@ -699,7 +729,11 @@ def run_training(cfg: DictConfig) -> RunResult | None:
             cfg_path.write_text(_config_yaml(cfg, redactor))
             mlflow_logger.submit_artifact(cfg_path, artifact_path="config")
         preempt.trainer = trainer
-        _fit(trainer, workload)
+        preempt.shared_signum = shared_signum
+        try:
+            _fit(trainer, workload)
+        finally:
+            preempt.shared_signum = None
         status = "FINISHED" if preempt.signum is None else "KILLED"
     except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl+C into SystemExit(1)
         status = "KILLED"
@@ -728,6 +762,24 @@ def run_training(cfg: DictConfig) -> RunResult | None:
         drained=drained,
         spool_dir=str(mlflow_logger.spool_dir),
     )
+
+
+def _spawn_stop_value(trainer: Any) -> Any:
+    """A shared signal number for ``ddp_spawn``-style launchers, else ``None``.
+
+    Under those launchers the ranks run in worker processes that this (launcher) process starts
+    and waits for; a signal sent only to this process reaches the workers' :class:`StopOnSignal`
+    through this ``multiprocessing.Value("i")`` (pickled into them with the callback).
+    """
+    import multiprocessing
+
+    from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+
+    launcher = getattr(trainer.strategy, "launcher", None)
+    if not isinstance(launcher, _MultiProcessingLauncher):
+        return None
+    method = str(getattr(launcher, "_start_method", "spawn"))
+    return multiprocessing.get_context(method).Value("i", 0)
 
 
 def _end_stuck_run(location: Any, run_id: str, logger: Any, signum: int) -> None:
