@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
 from rle.sync import main as sync_main
-from rle.tracking.logger import ensure_store
+from support.jobs import Job, loss_steps
 
 # run twice in one session (tests/conftest.py: attempt); the jobs are started anew for each attempt
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("attempt")]
@@ -37,69 +34,15 @@ JOB = (
 )
 
 
-class Job:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.uri = "sqlite:///" + (root / "mlruns" / "mlflow.db").as_posix()
-        self.log = root / "job.log"
-        root.mkdir(parents=True)
-        env = {**os.environ, "RLE_PROJECT_ROOT": str(root), "MLFLOW_EXPERIMENT_NAME": "signals"}
-        env.pop("MLFLOW_TRACKING_URI", None)
-        with self.log.open("w") as fh:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "rle.train", *JOB],
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
-
-    def run_id(self) -> str | None:
-        if not (self.root / "mlruns" / "mlflow.db").exists():
-            return None
-        try:
-            # opening a store that the job is creating would race its schema migration: take
-            # the same lock the job takes (rle.tracking.logger.ensure_store)
-            ensure_store(self.uri)
-            client = MlflowClient(self.uri)
-            exp = client.get_experiment_by_name("signals")
-            runs = client.search_runs([exp.experiment_id]) if exp else []
-        except Exception:  # the job may be creating the schema right now
-            return None
-        return runs[0].info.run_id if runs else None
-
-    def wait_for_steps(self, n: int, timeout_s: float = 120.0) -> tuple[str, int]:
-        """Wait until the store holds ``n`` steps of train/loss; return (run id, steps seen)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            run_id = self.run_id()
-            if run_id:
-                steps = len(MlflowClient(self.uri).get_metric_history(run_id, "train/loss"))
-                if steps >= n:
-                    return run_id, steps
-            time.sleep(0.3)
-        raise AssertionError(f"no {n} steps within {timeout_s} s:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(30)
-
-
 @pytest.fixture(scope="module")
 def jobs(tmp_path_factory: pytest.TempPathFactory, attempt: int) -> Iterator[dict[str, Job]]:
     base = tmp_path_factory.mktemp(f"signals{attempt}")
-    started = {name: Job(base / name) for name in ("sigterm", "sigint", "sigkill")}
+    started = {name: Job(base / name, JOB) for name in ("sigterm", "sigint", "sigkill")}
     try:
         yield started
     finally:
         for job in started.values():
             job.stop()
-
-
-def _loss_steps(uri: str, run_id: str) -> list[int]:
-    return sorted(m.step for m in MlflowClient(uri).get_metric_history(run_id, "train/loss"))
 
 
 @pytest.mark.parametrize(
@@ -112,13 +55,10 @@ def test_a_preempted_job_flushes_and_ends_killed(
     run_id, seen = job.wait_for_steps(3)
     job.proc.send_signal(signum)
     assert job.proc.wait(90) == 128 + signum, job.log.read_text()[-3000:]
-    output = job.log.read_text()
-    assert f"Received {signum.name}: stopping after the current step" in output
-    assert f"MLflow run {run_id} ended KILLED" in output
     client = MlflowClient(job.uri)
     run = client.get_run(run_id)
     assert run.info.status == "KILLED"
-    steps = _loss_steps(job.uri, run_id)
+    steps = loss_steps(job.uri, run_id)
     assert steps == list(range(len(steps)))  # every step it trained, none missing
     assert len(steps) >= seen
     assert run.data.metrics["rle/gpu_0/rle_smoothed_mean"] > 0  # the callback's end-of-run work
@@ -139,6 +79,6 @@ def test_after_sigkill_every_flushed_sample_is_in_the_store_or_the_spool(
     assert (spool / "manifest.json").exists()
     assert sync_main([str(spool)]) == 0  # whatever was spooled but not sent
     assert MlflowClient(job.uri).get_run(run_id).info.status == "RUNNING"  # nobody ended it
-    steps = _loss_steps(job.uri, run_id)
+    steps = loss_steps(job.uri, run_id)
     assert steps == list(range(len(steps)))
     assert len(steps) > seen  # the second after the last look was flushed too

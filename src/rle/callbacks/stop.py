@@ -101,8 +101,12 @@ class StopOnSignal(L.Callback):
             self._previous[s] = signal.signal(s, self._handle)
 
     def _restore(self) -> None:
+        # Only where this handler is still the current one: on a normal end Lightning has
+        # already put back the handlers it found before fit (its teardown runs before the
+        # callbacks' teardown hook), and those must stay.
         for s, handler in self._previous.items():
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+            if signal.getsignal(s) == self._handle:
+                signal.signal(s, handler if handler is not None else signal.SIG_DFL)
         self._previous.clear()
 
     def _handle(self, signum: int, frame: Any) -> None:

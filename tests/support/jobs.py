@@ -1,0 +1,100 @@
+"""A training job in its own process group and SQLite store, watched from outside (signal tests).
+
+``tests/test_signals.py`` (one process) and ``tests/test_signals_ddp.py`` (two ranks under
+``ddp``, ``ddp_spawn`` and torchrun) start jobs with :class:`Job`, wait for their first steps in
+the store and signal them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from rle.tracking.logger import ensure_store
+
+__all__ = ["EXPERIMENT", "Job", "loss_steps"]
+
+EXPERIMENT = "signals"
+
+
+class Job:
+    """``python -m rle.train *args`` (or ``argv`` as given) with its project root at ``root``.
+
+    Args:
+        root: A new folder: the job's project root (its store is ``root/mlruns/mlflow.db``).
+        args: ``rle.train`` overrides.
+        argv: The command before the overrides; default ``python -m rle.train``.
+    """
+
+    def __init__(self, root: Path, args: Sequence[str], argv: Sequence[str] | None = None) -> None:
+        self.root = root
+        self.uri = "sqlite:///" + (root / "mlruns" / "mlflow.db").as_posix()
+        self.log = root / "job.log"
+        root.mkdir(parents=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        env.update(
+            RLE_PROJECT_ROOT=str(root),
+            MLFLOW_EXPERIMENT_NAME=EXPERIMENT,
+            HF_HUB_OFFLINE="1",
+            PYTHONUNBUFFERED="1",
+        )
+        cmd = [*(argv or (sys.executable, "-m", "rle.train")), *args]
+        with self.log.open("w") as fh:
+            self.proc = subprocess.Popen(
+                cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+
+    def run_id(self) -> str | None:
+        if not (self.root / "mlruns" / "mlflow.db").exists():
+            return None
+        try:
+            # opening a store that the job is creating would race its schema migration: take
+            # the same lock the job takes (rle.tracking.logger.ensure_store)
+            ensure_store(self.uri)
+            client = MlflowClient(self.uri)
+            exp = client.get_experiment_by_name(EXPERIMENT)
+            runs = client.search_runs([exp.experiment_id]) if exp else []
+        except Exception:  # the job may be creating the schema right now
+            return None
+        return runs[0].info.run_id if runs else None
+
+    def wait_for_steps(self, n: int, timeout_s: float = 180.0) -> tuple[str, int]:
+        """Wait until the store holds ``n`` steps of train/loss; return (run id, steps seen)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            run_id = self.run_id()
+            if run_id:
+                steps = len(MlflowClient(self.uri).get_metric_history(run_id, "train/loss"))
+                if steps >= n:
+                    return run_id, steps
+            time.sleep(0.3)
+        raise AssertionError(f"no {n} steps within {timeout_s} s:\n{self.log.read_text()[-3000:]}")
+
+    def group_alive(self) -> bool:
+        """Whether any process of the job's process group is still there."""
+        try:
+            os.killpg(self.proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # pragma: no cover - a reused id owned by someone else
+            return False
+        return True
+
+    def stop(self) -> None:
+        """SIGKILL the whole group if anything of it is left, and reap the main process."""
+        if self.group_alive():
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+
+
+def loss_steps(uri: str, run_id: str) -> list[int]:
+    """The sorted steps of the run's ``train/loss`` points."""
+    return sorted(m.step for m in MlflowClient(uri).get_metric_history(run_id, "train/loss"))
