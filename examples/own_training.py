@@ -21,7 +21,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from my_model import Regression, RegressionData  # noqa: E402
 
-from rle import TelemetryCallback  # noqa: E402
+from rle import StopOnSignal, TelemetryCallback  # noqa: E402
 from rle.tracking.logger import ensure_store  # noqa: E402
 
 
@@ -35,19 +35,25 @@ def main() -> None:
     )
     ensure_store(uri)  # every torchrun rank opens the store: create a new one's schema once
     logger = MLFlowLogger(experiment_name="my-project", tracking_uri=uri, log_model=False)
+    # SIGTERM/SIGINT (a scheduler pre-empting the job): every rank stops after the same step
+    stop = StopOnSignal()
     trainer = L.Trainer(
         accelerator="auto",
         devices=args.devices,
         max_steps=args.max_steps,
         log_every_n_steps=5,
         logger=logger,
-        callbacks=[TelemetryCallback()],  # real hardware: psutil, NVML, RAPL, hwmon
+        callbacks=[TelemetryCallback(), stop],  # real hardware: psutil, NVML, RAPL, hwmon
         enable_checkpointing=False,
         enable_progress_bar=False,
     )
     trainer.fit(Regression(), datamodule=RegressionData())
     if trainer.is_global_zero:
         print(f"run_id={logger.run_id}")  # noqa: T201
+    if stop.signum is not None:  # pre-empted: Lightning ended the run FINISHED, say KILLED
+        if trainer.is_global_zero:
+            logger.experiment.set_terminated(logger.run_id, "KILLED")
+        sys.exit(128 + stop.signum)
 
 
 if __name__ == "__main__":

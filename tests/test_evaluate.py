@@ -176,7 +176,8 @@ def test_step_metric_runs_classifier_running_and_telemetry_free_runs(
     assert set(result.runs["run_id"]) == {*light, *heavy, live, bare}
     reasons = result.skipped.groupby("run_id")["reason"].apply(" | ".join)
     assert (
-        "no raw samples (telemetry/samples/): used the logged step-level window means" in reasons[light[0]]
+        "no raw samples (telemetry/samples/): used the logged step-level window means"
+        in reasons[light[0]]
     )
     assert "still RUNNING" in reasons[live]
     assert "no telemetry" in reasons[bare]

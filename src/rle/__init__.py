@@ -7,6 +7,7 @@ The public API is imported lazily, so ``import rle`` stays cheap (no torch, Ligh
 until a name is used)::
 
     from rle import TelemetryCallback          # the Lightning callback
+    from rle import StopOnSignal               # SIGTERM/SIGINT: every rank stops at one step
     from rle import compute, RLEStream          # the metric (batch and one sample at a time)
     from rle import RunReader, Selection        # read runs back from MLflow
     from rle import run_evaluation              # fingerprints and correlations
@@ -21,6 +22,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "TelemetryCallback": "rle.callbacks.telemetry",
+    "StopOnSignal": "rle.callbacks.stop",
     "compute": "rle.metric",
     "RLEStream": "rle.metric",
     "RunReader": "rle.tracking.reader",
@@ -33,6 +35,7 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
+    from rle.callbacks.stop import StopOnSignal as StopOnSignal
     from rle.callbacks.telemetry import TelemetryCallback as TelemetryCallback
     from rle.evaluate import run_evaluation as run_evaluation
     from rle.metric import RLEStream as RLEStream

@@ -118,9 +118,8 @@ class StopOnSignal(L.Callback):
         if self._local is None:
             self._local, self._local_at_s = signum, now
             log.warning(
-                "[rank %d] Received %s: every rank stops after the current step; the run ends "
-                "KILLED once its metrics are flushed (send it again after %.0f s to interrupt "
-                "at once).",
+                "[rank %d] Received %s: every rank stops after the current step, then the "
+                "metrics are flushed (send it again after %.0f s to interrupt at once).",
                 self._rank,
                 name,
                 self.repeat_window_s,
