@@ -139,7 +139,15 @@ def _run(hz: float, ranks: int, duration_s: float, mode: str = "telemetry") -> d
         out = Path(tmp) / "result.json"
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
         env.pop("MLFLOW_TRACKING_URI", None)
-        cmd = [sys.executable, os.path.abspath(__file__), "--one", "--hz", str(hz), "--ranks", str(ranks)]
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--one",
+            "--hz",
+            str(hz),
+            "--ranks",
+            str(ranks),
+        ]
         cmd += ["--duration", str(duration_s), "--out", str(out), "--mode", mode]
         subprocess.run(cmd, check=True, env=env, timeout=duration_s * 3 + 300, cwd=tmp)
         data = json.loads(out.read_text())
