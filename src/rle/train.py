@@ -415,7 +415,10 @@ class _Preemption:
     def note_signal(self, signum: int) -> None:
         """Record a signal handled elsewhere (:class:`StopOnSignal`): the run ends ``KILLED``."""
         if self.signum is None:
+            import time
+
             self.signum = signum
+            self._first_at_s = time.monotonic()
 
     def _handle(self, signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
