@@ -6,11 +6,16 @@ Lightning's ``strategy="ddp"``), trains a small linear model for ``--duration`` 
 process sources) into a temporary SQLite store through Lightning's ``MLFlowLogger``, and measures
 on rank 0:
 
-* resident set size (psutil RSS) sampled every 0.5 s from the start of training: at the end of
-  warm-up (a third of the training time,
-  which includes the first Parquet part written and uploaded: ``upload_every_s=10``, so pyarrow's
-  one-time set-up is not counted as growth) and at the end, and the growth between them in MB and
-  MB per minute;
+* resident set size (psutil RSS) sampled every 0.5 s from the start of training to its last batch:
+  at the end of warm-up (a third of the training time, which includes the first Parquet part
+  written and uploaded: ``upload_every_s=10``, so pyarrow's one-time set-up is not counted as
+  growth) and at the end of training, and the growth between them in MB and MB per minute. The
+  sampling stops in the first callback's ``on_train_end``, before the telemetry's end-of-run
+  summary (which reads the sample parts back once); what that summary adds is reported on its own
+  ("end-of-run summary": RSS after ``fit`` minus RSS at the last batch);
+* the same growth for the train-only baseline (``TelemetryCallback(sources={})``: the same trainer,
+  training dynamics and ``MLFlowLogger``, no hardware monitor), once per rank count, and the
+  callback's own growth: telemetry minus baseline;
 * the pickled size of everything the telemetry gather brings to rank 0 per logging step (all
   ranks' windows), median and max over the logging steps in which every rank had samples (a
   window without samples is smaller), in bytes. The max includes the first window, which also
@@ -93,17 +98,35 @@ def _one(hz: float, duration_s: float, ranks: int, out: Path, mode: str = "telem
     proc = psutil.Process()
 
     class Watch(L.Callback):
-        """Sample RSS from the start of training (process start-up and DDP set-up excluded)."""
+        """Sample RSS during training (process start-up, DDP set-up and end-of-run excluded).
+
+        First in the callback list, so its ``on_train_end`` runs before the telemetry's.
+        """
+
+        def __init__(self) -> None:
+            self.t0 = 0.0
+            self.thread: threading.Thread | None = None
+
+        def sample(self) -> None:
+            rss.append((time.monotonic() - self.t0, proc.memory_info().rss / 1e6))
 
         def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-            t0 = time.monotonic()
+            self.t0 = time.monotonic()
 
             def watch() -> None:
                 while not stop.wait(0.5):
-                    rss.append((time.monotonic() - t0, proc.memory_info().rss / 1e6))
+                    self.sample()
 
-            threading.Thread(target=watch, daemon=True).start()
+            self.thread = threading.Thread(target=watch, daemon=True)
+            self.thread.start()
 
+        def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            stop.set()
+            if self.thread is not None:
+                self.thread.join()
+            self.sample()  # the last batch's RSS
+
+    watch = Watch()
     uri = "sqlite:///" + (out.parent / "bench.db").as_posix()
     sources = {
         "gpu": {"_target_": "rle.telemetry.fake.FakeGpuSource", "index": 0},
@@ -118,20 +141,22 @@ def _one(hz: float, duration_s: float, ranks: int, out: Path, mode: str = "telem
         max_epochs=-1,
         log_every_n_steps=1,
         logger=MLFlowLogger(experiment_name="scale", tracking_uri=uri),
-        callbacks={
+        callbacks=[watch]
+        + {
             "telemetry": [TelemetryCallback(sources=sources, sample_hz=hz, upload_every_s=10.0)],
             "train-only": [TelemetryCallback(sources={})],
             "none": [],
-        }[mode]
-        + [Watch()],
+        }[mode],
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
     )
     trainer.fit(Linear())
-    stop.set()
+    after_fit = proc.memory_info().rss / 1e6
     if trainer.is_global_zero:
-        out.write_text(json.dumps({"rss": rss, "gathered_bytes": gathered_bytes}))
+        out.write_text(
+            json.dumps({"rss": rss, "after_fit": after_fit, "gathered_bytes": gathered_bytes})
+        )
 
 
 def _run(hz: float, ranks: int, duration_s: float, mode: str = "telemetry") -> dict[str, float]:
@@ -162,6 +187,7 @@ def _run(hz: float, ranks: int, duration_s: float, mode: str = "telemetry") -> d
         "rss_end_mb": warm[-1],
         "growth_mb": warm[-1] - warm[0],
         "growth_mb_per_min": (warm[-1] - warm[0]) / span_min,
+        "end_summary_mb": data["after_fit"] - rss[-1][1],
         "gather_bytes_per_step": float(statistics.median(gathered)) if gathered else math.nan,
         "gather_bytes_max": float(max(gathered)) if gathered else math.nan,
         "steps": float(len(gathered)),
@@ -181,26 +207,37 @@ def main() -> None:
         help="telemetry (default); train-only: TelemetryCallback(sources={}); none: no callback "
         "(the baselines of Lightning + MLFlowLogger alone)",
     )
+    p.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip the train-only baseline run per rank count (telemetry mode only)",
+    )
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
         _one(args.hz[0], args.duration, args.ranks[0], args.out, args.mode)
         return
+    baseline = args.mode == "telemetry" and not args.no_baseline
     print(  # noqa: T201
         f"mode {args.mode}, {args.duration:.0f} s per configuration; RSS of rank 0 (psutil)"
     )
     print(  # noqa: T201
-        "| sample_hz | ranks | steps | RSS after warm-up (MB) | RSS at end (MB) | growth (MB) "
-        "| growth (MB/min) | gathered per logging step, median (bytes) | max (bytes) |"
+        "| sample_hz | ranks | steps | RSS after warm-up (MB) | RSS at end of training (MB) "
+        "| growth (MB) | growth (MB/min) | baseline growth (MB) | callback's own growth (MB) "
+        "| end-of-run summary (MB) | gathered per logging step, median (bytes) | max (bytes) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")  # noqa: T201
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")  # noqa: T201
     for ranks in args.ranks:
+        base = _run(args.hz[0], ranks, args.duration, "train-only") if baseline else None
         for hz in args.hz:
             r = _run(hz, ranks, args.duration, args.mode)
+            b = f"{base['growth_mb']:+.1f}" if base else "-"
+            own = f"{r['growth_mb'] - base['growth_mb']:+.1f}" if base else "-"
             print(  # noqa: T201
                 f"| {hz:g} | {ranks} | {r['steps']:.0f} | {r['rss_warm_mb']:.1f} | "
                 f"{r['rss_end_mb']:.1f} | {r['growth_mb']:+.1f} | {r['growth_mb_per_min']:+.2f} | "
+                f"{b} | {own} | {r['end_summary_mb']:+.1f} | "
                 f"{r['gather_bytes_per_step']:.0f} | {r['gather_bytes_max']:.0f} |",
                 flush=True,
             )

@@ -153,6 +153,11 @@ def _clean(row: Mapping[str, Any]) -> dict[str, Any]:
 def read_sample_files(paths: Iterable[str | Path], columns: Sequence[str] | None = None) -> Any:
     """Read Parquet sample parts (or one ``samples.parquet``) as one pandas DataFrame.
 
+    The parts are read one at a time on the calling thread (``use_threads=False``): they are small,
+    and Arrow's thread pools would keep per-thread allocator caches alive after the read (measured
+    ~2 MB resident per part read at the end of a 40 s, 50 Hz run, ~13 MB in all; see
+    ``benchmarks/RESULTS.md``, "Telemetry at scale").
+
     Args:
         paths: Part files in any order; they are read in name order within each folder.
         columns: Read only these columns (those absent from a part are left out of it).
@@ -169,13 +174,13 @@ def read_sample_files(paths: Iterable[str | Path], columns: Sequence[str] | None
 
     frames = []
     for path in sorted(Path(p) for p in paths):
-        if columns is None:
-            frames.append(pq.read_table(path).to_pandas())
-        else:
-            names = set(pq.read_schema(path).names)
-            frames.append(
-                pq.read_table(path, columns=[c for c in columns if c in names]).to_pandas()
-            )
+        with pq.ParquetFile(path) as part:
+            wanted = None
+            if columns is not None:
+                names = set(part.schema_arrow.names)
+                wanted = [c for c in columns if c in names]
+            table = part.read(columns=wanted, use_threads=False)
+        frames.append(table.to_pandas(use_threads=False))
     frames = [f for f in frames if len(f.columns)]
     if not frames:
         return pd.DataFrame()
