@@ -8,7 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rle.callbacks.summary import merge_summaries, step_metric_means, summarize_samples
+from rle.callbacks.summary import (
+    SummaryAccumulator,
+    merge_summaries,
+    step_metric_means,
+    summarize_samples,
+)
 
 
 def _gpu_frame(n: int = 100, rank: int = 0, device: str = "gpu_0") -> pd.DataFrame:
@@ -104,3 +109,67 @@ def test_empty_and_step_means() -> None:
     assert step_metric_means({"synthetic/duty_cycle_achieved": (1.5, 3), "x": (0.0, 0)}) == {
         "summary/synthetic_duty_cycle_achieved_mean": 0.5
     }
+
+
+def _mixed_frame(seed: int) -> pd.DataFrame:
+    """Rows of a cpu, a gpu and a process-only device interleaved in time, with gaps and events."""
+    rng = np.random.default_rng(seed)
+    gpu = _gpu_frame(300)
+    gpu["power_w"] = rng.uniform(50, 300, 300)
+    gpu.loc[rng.random(300) < 0.1, "power_w"] = np.nan  # missing readings
+    gpu["collapse"] = 0.0
+    gpu.loc[60:75, "collapse"] = 1.0
+    gpu.loc[200:202, "collapse"] = 1.0
+    cpu = _gpu_frame(300, device="cpu").drop(columns=["cpu_energy_joules", "temp_c"])
+    cpu["monotonic_s"] += 0.5
+    cpu["util_pct"] = rng.uniform(0, 100, 300)
+    proc = pd.DataFrame({"device": "rank_0", "monotonic_s": np.arange(300.0) + 0.25, "rank": 0})
+    return (
+        pd.concat([gpu, cpu, proc]).sort_values("monotonic_s", kind="stable").reset_index(drop=True)
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_parts_fed_one_at_a_time_give_the_one_table_summary(seed: int) -> None:
+    frame = _mixed_frame(seed)
+    whole = summarize_samples(frame)
+    rng = np.random.default_rng(seed)
+    cuts = sorted(rng.choice(np.arange(1, len(frame)), size=7, replace=False).tolist())
+    acc = SummaryAccumulator()
+    for lo, hi in zip([0, *cuts], [*cuts, len(frame)], strict=True):
+        acc.add(frame.iloc[lo:hi])
+    parts = acc.finish(
+        lambda device, starts: {
+            float(r["monotonic_s"]): r
+            for _, r in frame[
+                (frame["device"] == device) & frame["monotonic_s"].isin(starts)
+            ].iterrows()
+        }
+    )
+    assert parts.metrics.keys() == whole.metrics.keys()
+    for key, value in whole.metrics.items():
+        assert parts.metrics[key] == pytest.approx(value, rel=1e-12), key
+    assert parts.tags == whole.tags
+    assert parts.events == whole.events
+    assert parts.energy_joules == pytest.approx(whole.energy_joules)
+    # and against statistics computed here with pandas on the whole table
+    gpu = frame[frame["device"] == "gpu_0"]
+    assert whole.metrics["summary/gpu_0_power_p95_watts"] == pytest.approx(
+        float(gpu["power_w"].dropna().quantile(0.95))
+    )
+    assert whole.metrics["summary/cpu_utilization_mean_percentage"] == pytest.approx(
+        float(frame.loc[frame["device"] == "cpu", "util_pct"].mean())
+    )
+    assert whole.metrics["rle/gpu_0/collapse_events"] == 2.0
+    assert [e["global_step"] for e in whole.events] == [30, 100]
+    assert not any(k.startswith(("summary/rank_", "rle/rank_")) for k in whole.metrics)
+
+
+def test_events_without_a_row_lookup_keep_their_start_time() -> None:
+    frame = _gpu_frame()
+    frame.loc[40:49, "collapse"] = 1.0
+    acc = SummaryAccumulator()
+    acc.add(frame)
+    (event,) = acc.finish().events
+    assert event["start_monotonic_s"] == 40.0
+    assert event["duration_s"] > 0

@@ -18,10 +18,25 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from rle.tracking.logger import ensure_store
+from support.mlflow_server import free_port
 
 __all__ = ["EXPERIMENT", "Job", "loss_steps"]
 
 EXPERIMENT = "signals"
+
+_DISTRIBUTED = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK",
+                "GROUP_RANK", "LOCAL_WORLD_SIZE")  # fmt: skip
+"""Rendezvous variables a job must not inherit: Lightning sets ``MASTER_PORT`` in the test
+process when a test trains with DDP in-process, and jobs sharing that port join each other."""
+_ports: set[int] = set()
+
+
+def _own_port() -> int:
+    """A free port no other job of this test session got."""
+    while (port := free_port()) in _ports:
+        pass
+    _ports.add(port)
+    return port
 
 
 class Job:
@@ -38,8 +53,13 @@ class Job:
         self.uri = "sqlite:///" + (root / "mlruns" / "mlflow.db").as_posix()
         self.log = root / "job.log"
         root.mkdir(parents=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("MLFLOW_", "SLURM_", "TORCHELASTIC_")) and k not in _DISTRIBUTED
+        }
         env.update(
+            MASTER_PORT=str(_own_port()),  # each job its own rendezvous (ddp, ddp_spawn)
             RLE_PROJECT_ROOT=str(root),
             MLFLOW_EXPERIMENT_NAME=EXPERIMENT,
             HF_HUB_OFFLINE="1",

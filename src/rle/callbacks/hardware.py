@@ -11,8 +11,9 @@ them in one batched call.
 Raw samples never accumulate in memory: each rank holds at most one Parquet row group, closes its
 part every ``upload_every_s`` seconds and uploads it as
 ``telemetry/samples/rank_<r>/part-<k>.parquet`` (so a long run's samples can be read while it runs
-and survive a crash up to the last upload). At the end each rank summarises its own samples with
-the pure :func:`rle.callbacks.summary.summarize_samples`; rank 0 gathers the small summaries and
+and survive a crash up to the last upload). At the end each rank summarises its own samples,
+reading its parts back one at a time into a :class:`rle.callbacks.summary.SummaryAccumulator`
+(per-device statistics, never the rows); rank 0 gathers the small summaries and
 logs them, with ``telemetry/events.jsonl`` (only when there are collapse events),
 ``telemetry/samples_preview.csv`` (the first rows, which the MLflow UI can show) and
 ``telemetry/samples_schema.json`` (columns, types, rows and parts per rank).
@@ -51,7 +52,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,13 @@ from rle.callbacks.gather import (
 )
 from rle.callbacks.route import BackgroundUploader, RunRoute
 from rle.callbacks.steps import current_step, should_log, step_counter
-from rle.callbacks.summary import SampleSummary, merge_summaries, summarize_samples, summary_columns
+from rle.callbacks.summary import (
+    RLE_INPUT_COLUMNS,
+    SampleSummary,
+    SummaryAccumulator,
+    merge_summaries,
+    summary_columns,
+)
 from rle.tracking import keys
 
 __all__ = ["HardwareMonitor", "batch_size", "rle_metric_key"]
@@ -580,7 +587,7 @@ class HardwareMonitor(L.Callback):
         """Close this rank's sample file and summarise what it holds (read back, some columns)."""
         import pyarrow.parquet as pq
 
-        from rle.telemetry.samples_file import read_sample_files
+        from rle.telemetry.samples_file import iter_sample_parts, read_sample_files
 
         if self._writer is None:
             return SampleSummary()
@@ -592,8 +599,11 @@ class HardwareMonitor(L.Callback):
         names: dict[str, str] = {}
         for schema in schemas:
             names.update({f.name: str(f.type) for f in schema})
-        frame = read_sample_files(parts, columns=summary_columns(names))
-        summary = summarize_samples(frame, self._node_prefix)
+        # one part at a time: the accumulator keeps per-device statistics, not the rows
+        acc = SummaryAccumulator(self._node_prefix)
+        for chunk in iter_sample_parts(parts, columns=summary_columns(names)):
+            acc.add(chunk)
+        summary = acc.finish(lambda device, starts: _rows_at(parts, device, starts))
         summary.ranks = {
             str(trainer.global_rank): {"rows": self._writer.rows_written, "parts": len(parts)}
         }
@@ -660,6 +670,35 @@ class HardwareMonitor(L.Callback):
         if self._built is not None:
             self._built.close()
             self._built = None
+
+
+_EVENT_CONTEXT = ("device", "monotonic_s", "wall_time_s", "global_step", "rank", *RLE_INPUT_COLUMNS)
+
+
+def _rows_at(parts: list[Path], device: str, starts: Sequence[float]) -> dict[float, Any]:
+    """A second pass over the parts: ``device``'s first row at each collapse-event start time.
+
+    Args:
+        parts: This rank's sample parts.
+        device: The device whose events start at ``starts``.
+        starts: Event start times, ``monotonic_s`` values of its rows (s).
+
+    Returns:
+        ``{start: row}`` (pandas Series with the event-context columns).
+    """
+    from rle.telemetry.samples_file import iter_sample_parts
+
+    wanted = set(starts)
+    out: dict[float, Any] = {}
+    for chunk in iter_sample_parts(parts, columns=_EVENT_CONTEXT):
+        if "monotonic_s" not in chunk or "device" not in chunk:
+            continue
+        hit = chunk[(chunk["device"] == device) & chunk["monotonic_s"].isin(wanted)]
+        for _, row in hit.iterrows():
+            out.setdefault(float(row["monotonic_s"]), row)
+        if len(out) == len(wanted):
+            break
+    return out
 
 
 def _first_parts(parts: list[Path], rows: int) -> list[Path]:

@@ -1,7 +1,8 @@
 """End-of-run summaries of one rank's raw samples (pure: a table in, metrics/tags/events out).
 
 Each rank summarises the devices it sampled from its own streamed sample files
-(:mod:`rle.telemetry.samples_file`); rank 0 gathers the small results and logs them. Nothing here
+(:mod:`rle.telemetry.samples_file`), one part at a time (:class:`SummaryAccumulator`); rank 0
+gathers the small results and logs them. Nothing here
 touches MLflow or Lightning, so the summaries are tested on tables directly.
 
 Summary metrics (logged once, at the last step; "summary" means a statistic over the whole run,
@@ -24,15 +25,19 @@ key                                            unit      statistic
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+import pandas as pd
 
 from rle.tracking import keys
 
 __all__ = [
     "SUMMARY_COLUMNS",
     "SampleSummary",
+    "SummaryAccumulator",
     "merge_summaries",
     "summarize_samples",
     "summary_columns",
@@ -82,7 +87,9 @@ class SampleSummary:
 
 
 def summarize_samples(frame: Any, node_prefix: str = "") -> SampleSummary:
-    """Summarise one rank's raw samples.
+    """Summarise one rank's raw samples held in one table.
+
+    The same as feeding ``frame`` to a :class:`SummaryAccumulator` in one chunk.
 
     Args:
         frame: pandas DataFrame of sample rows (columns of ``telemetry/samples``: ``device``,
@@ -94,82 +101,220 @@ def summarize_samples(frame: Any, node_prefix: str = "") -> SampleSummary:
     Returns:
         The :class:`SampleSummary`; empty for an empty frame.
     """
-    out = SampleSummary()
+    acc = SummaryAccumulator(node_prefix)
     if frame is None or len(frame) == 0 or "device" not in frame:
-        return out
-    devices = [d for d in frame["device"].dropna().unique() if not str(d).startswith("rank_")]
-    for device in devices:
-        dev = str(device)
-        df = frame[frame["device"] == device].sort_values("monotonic_s")
-        _device_summary(dev, df, out)
-    total = 0.0
-    seen = False
-    for col in [c for c in frame.columns if str(c).endswith("_energy_joules")]:
-        vals = frame[col].dropna()
-        if len(vals) > 1:
-            delta = float(vals.iloc[-1] - vals.iloc[0])
-            out.metrics[f"summary/{node_prefix}{col}"] = delta
-            total += delta
-            seen = True
-    if seen:
-        out.energy_joules = total
-    out.metrics = {k: v for k, v in out.metrics.items() if math.isfinite(v)}
+        return acc.finish()
+    acc.add(frame)
+    return acc.finish(lambda device, starts: _rows_at(frame, device, starts))
+
+
+def _rows_at(frame: Any, device: str, starts: Sequence[float]) -> dict[float, Any]:
+    """``{start: first row of device whose monotonic_s == start}`` from one table."""
+    sub = frame[(frame["device"] == device) & frame["monotonic_s"].isin(list(starts))]
+    out: dict[float, Any] = {}
+    for _, row in sub.iterrows():
+        out.setdefault(float(row["monotonic_s"]), row)
     return out
 
 
-def _has(df: Any, col: str) -> bool:
-    return col in df and bool(df[col].notna().any())
+class _DeviceStats:
+    """Running statistics of one device's rows (see :class:`SummaryAccumulator`)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {"rle_smoothed": 0.0, "util_pct": 0.0}
+        self.counts: dict[str, int] = {"rle_smoothed": 0, "util_pct": 0, "t_sustain_s": 0}
+        self.temp_max_c = -math.inf
+        self.temp_n = 0
+        self.power_w: list[np.ndarray] = []
+        self.times_s: list[np.ndarray] = []
+        self.flags: list[np.ndarray] = []
+
+    def add(self, df: Any) -> None:
+        for col in ("rle_smoothed", "util_pct"):
+            if col in df:
+                v = _floats(df[col])
+                v = v[~np.isnan(v)]
+                self.sums[col] += float(v.sum())
+                self.counts[col] += int(v.size)
+        if "t_sustain_s" in df:
+            self.counts["t_sustain_s"] += int(df["t_sustain_s"].notna().sum())
+        if "temp_c" in df:
+            t = _floats(df["temp_c"])
+            t = t[~np.isnan(t)]
+            if t.size:
+                self.temp_max_c = max(self.temp_max_c, float(t.max()))
+                self.temp_n += int(t.size)
+        if "power_w" in df:
+            pw = _floats(df["power_w"])
+            pw = pw[~np.isnan(pw)]
+            if pw.size:
+                self.power_w.append(pw)
+        # the collapse detector needs the whole series: 9 bytes per sample (time, flag)
+        self.times_s.append(_floats(df["monotonic_s"]))
+        flag = df.get("collapse")
+        self.flags.append(
+            np.zeros(len(df), dtype=bool)
+            if flag is None
+            else pd.to_numeric(flag, errors="coerce").fillna(0).to_numpy() != 0
+        )
 
 
-def _device_summary(dev: str, df: Any, out: SampleSummary) -> None:
+def _floats(col: Any) -> np.ndarray:
+    """A column as float64 (NaN where missing or not a number)."""
+    out: np.ndarray = pd.to_numeric(col, errors="coerce").to_numpy(
+        dtype=np.float64, na_value=np.nan
+    )
+    return out
+
+
+class SummaryAccumulator:
+    """A rank's end-of-run summary built from its sample rows one chunk at a time.
+
+    Each rank feeds it its streamed Parquet parts one by one (:meth:`add`), so the summary never
+    holds the rank's rows: per device it keeps sums, counts and maxima, the non-missing power
+    readings (8 bytes each, for the exact 95th percentile) and the time and collapse flag of every
+    sample (9 bytes each, for the collapse detector of ``docs/rle-metric.md`` §4.5). Energy
+    counters keep their first and last reading. :meth:`finish` gives what
+    :func:`summarize_samples` gives for the same rows in one table.
+
+    Args:
+        node_prefix: ``node_<r>/`` on multi-node jobs (energy counters are named per node), else "".
+    """
+
+    def __init__(self, node_prefix: str = "") -> None:
+        self.node_prefix = node_prefix
+        self._devices: dict[str, _DeviceStats] = {}
+        self._energy: dict[str, list[float]] = {}  # column -> [first, last, readings]
+
+    def add(self, frame: Any) -> None:
+        """Take a chunk of sample rows (a pandas DataFrame; rows in the order they were written).
+
+        Raises:
+            KeyError: If the chunk has ``device`` rows but no ``monotonic_s`` column.
+        """
+        if frame is None or len(frame) == 0 or "device" not in frame:
+            return
+        for col in [c for c in frame.columns if str(c).endswith("_energy_joules")]:
+            vals = _floats(frame[col])
+            vals = vals[~np.isnan(vals)]
+            if vals.size:
+                first_last = self._energy.setdefault(col, [float(vals[0]), 0.0, 0])
+                first_last[1] = float(vals[-1])
+                first_last[2] += int(vals.size)
+        for device, df in frame.groupby("device", sort=False):
+            dev = str(device)
+            if dev.startswith("rank_"):
+                continue  # process-only rows: not a device
+            self._devices.setdefault(dev, _DeviceStats()).add(df)
+
+    def finish(
+        self, rows_at: Callable[[str, Sequence[float]], Mapping[float, Any]] | None = None
+    ) -> SampleSummary:
+        """The summary of every chunk added.
+
+        Args:
+            rows_at: ``rows_at(device, starts)`` returns, for each start time (``monotonic_s``,
+                s) of a collapse event, that device's first row at that time (a mapping with
+                ``wall_time_s``, ``global_step``, ``rank`` and the RLE inputs): the event's
+                hardware context. Called once per device with events; without it, events carry
+                only their device, duration and start time.
+
+        Returns:
+            The :class:`SampleSummary` (finite metrics only).
+        """
+        out = SampleSummary()
+        for dev, st in self._devices.items():
+            _device_summary(dev, st, out, rows_at)
+        total = 0.0
+        seen = False
+        for col, (first, last, n) in self._energy.items():
+            if n > 1:
+                delta = last - first
+                out.metrics[f"summary/{self.node_prefix}{col}"] = delta
+                total += delta
+                seen = True
+        if seen:
+            out.energy_joules = total
+        out.metrics = {k: v for k, v in out.metrics.items() if math.isfinite(v)}
+        return out
+
+
+def _device_summary(
+    dev: str,
+    st: _DeviceStats,
+    out: SampleSummary,
+    rows_at: Callable[[str, Sequence[float]], Mapping[float, Any]] | None,
+) -> None:
     metrics, tags = out.metrics, out.tags
-    if _has(df, "rle_smoothed"):
-        metrics[keys.rle_key(dev, "rle_smoothed_mean")] = float(df["rle_smoothed"].mean())
-        if not _has(df, "t_sustain_s"):
+    if st.counts["rle_smoothed"]:
+        metrics[keys.rle_key(dev, "rle_smoothed_mean")] = (
+            st.sums["rle_smoothed"] / st.counts["rle_smoothed"]
+        )
+        if not st.counts["t_sustain_s"]:
             tags[f"rle.{dev}.collapse"] = "disabled: no temperature sensor"
         else:
-            out.events.extend(_collapse(dev, df, metrics))
+            out.events.extend(_collapse(dev, st, metrics, rows_at))
     else:
-        missing = [c for c in ("util_pct", "power_w") if not _has(df, c)]
-        names = ["power source" if c == "power_w" else "utilisation" for c in missing]
+        missing = []
+        if not st.counts["util_pct"]:
+            missing.append("utilisation")
+        if not st.power_w:
+            missing.append("power source")
         tags[f"rle.{dev}.absent"] = (
-            f"no {' and no '.join(names)} (set telemetry.cpu_power=estimated for an estimated "
+            f"no {' and no '.join(missing)} (set telemetry.cpu_power=estimated for an estimated "
             "CPU power)"
             if missing
             else "inputs not measured"
         )
-    if _has(df, "util_pct"):
-        metrics[f"summary/{dev}_utilization_mean_percentage"] = float(df["util_pct"].mean())
-    if _has(df, "power_w"):
-        power = df["power_w"].dropna()
+    if st.counts["util_pct"]:
+        metrics[f"summary/{dev}_utilization_mean_percentage"] = (
+            st.sums["util_pct"] / st.counts["util_pct"]
+        )
+    if st.power_w:
+        power = np.concatenate(st.power_w)
         metrics[f"summary/{dev}_power_mean_watts"] = float(power.mean())
-        metrics[f"summary/{dev}_power_p95_watts"] = float(power.quantile(0.95))
-    if _has(df, "temp_c"):
-        metrics[f"summary/{dev}_temperature_max_celsius"] = float(df["temp_c"].max())
+        metrics[f"summary/{dev}_power_p95_watts"] = float(np.quantile(power, 0.95))
+    if st.temp_n:
+        metrics[f"summary/{dev}_temperature_max_celsius"] = st.temp_max_c
 
 
-def _collapse(dev: str, df: Any, metrics: dict[str, float]) -> list[dict[str, Any]]:
+def _collapse(
+    dev: str,
+    st: _DeviceStats,
+    metrics: dict[str, float],
+    rows_at: Callable[[str, Sequence[float]], Mapping[float, Any]] | None,
+) -> list[dict[str, Any]]:
     """Collapse summary metrics (into ``metrics``) and events with hardware context."""
     from rle.metric import collapse_events, collapse_summary
 
-    cf = df.assign(timestamp=df["monotonic_s"])[["timestamp", "collapse"]]
+    times = np.concatenate(st.times_s)
+    order = np.argsort(times, kind="stable")
+    cf = pd.DataFrame({"timestamp": times[order], "collapse": np.concatenate(st.flags)[order]})
     summary = collapse_summary(cf)
     for k in ("collapse_events", "collapse_seconds", "collapse_fraction"):
         if k in summary and math.isfinite(float(summary[k])):
             metrics[keys.rle_key(dev, k)] = float(summary[k])
+    found = collapse_events(cf)
+    if not len(found):
+        return []
+    starts = [float(s) for s in found["start"]]
+    context = rows_at(dev, starts) if rows_at is not None else {}
     events: list[dict[str, Any]] = []
-    for _, e in collapse_events(cf).iterrows():
-        at = df.iloc[(df["monotonic_s"] - float(e["start"])).abs().argmin()]
-        events.append(
-            {
-                "device": dev,
-                "start_wall_time_s": float(at["wall_time_s"]),
-                "duration_s": float(e.get("duration_s", float("nan"))),
-                "global_step": int(at["global_step"]),
-                "rank": int(at["rank"]),
-                **{c: float(at[c]) for c in RLE_INPUT_COLUMNS if c in at and at[c] == at[c]},
-            }
-        )
+    for start, duration_s in zip(starts, found["duration_s"], strict=True):
+        event: dict[str, Any] = {"device": dev, "duration_s": float(duration_s)}
+        at = context.get(start)
+        if at is not None:
+            event.update(
+                start_wall_time_s=float(at["wall_time_s"]),
+                global_step=int(at["global_step"]),
+                rank=int(at["rank"]),
+            )
+            for c in RLE_INPUT_COLUMNS:
+                if c in at and at[c] == at[c]:
+                    event[c] = float(at[c])
+        else:
+            event["start_monotonic_s"] = start
+        events.append(event)
     return events
 
 

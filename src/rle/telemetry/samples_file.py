@@ -18,11 +18,11 @@ table with missing values where a column did not exist yet.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SampleFileWriter", "read_sample_files"]
+__all__ = ["SampleFileWriter", "iter_sample_parts", "read_sample_files"]
 
 log = logging.getLogger(__name__)
 
@@ -150,16 +150,41 @@ def _clean(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
 
 
-def read_sample_files(paths: Iterable[str | Path], columns: Sequence[str] | None = None) -> Any:
-    """Read Parquet sample parts (or one ``samples.parquet``) as one pandas DataFrame.
+def iter_sample_parts(
+    paths: Iterable[str | Path], columns: Sequence[str] | None = None
+) -> Iterator[Any]:
+    """Yield Parquet sample parts one at a time, each as a pandas DataFrame, in name order.
 
-    The parts are read one at a time on the calling thread (``use_threads=False``): they are small,
-    and Arrow's thread pools would keep per-thread allocator caches alive after the read (measured
-    ~2 MB resident per part read at the end of a 40 s, 50 Hz run, ~13 MB in all; see
+    The parts are read on the calling thread (``use_threads=False``): they are small, and Arrow's
+    thread pools would keep per-thread allocator caches alive after the read (measured ~2 MB
+    resident per part read at the end of a 40 s, 50 Hz run, ~13 MB in all; see
     ``benchmarks/RESULTS.md``, "Telemetry at scale").
 
     Args:
         paths: Part files in any order; they are read in name order within each folder.
+        columns: Read only these columns (those absent from a part are left out of it).
+
+    Raises:
+        OSError, pyarrow.ArrowInvalid: If a part cannot be read.
+    """
+    import pyarrow.parquet as pq
+
+    for path in sorted(Path(p) for p in paths):
+        with pq.ParquetFile(path) as part:
+            wanted = None
+            if columns is not None:
+                names = set(part.schema_arrow.names)
+                wanted = [c for c in columns if c in names]
+            table = part.read(columns=wanted, use_threads=False)
+        yield table.to_pandas(use_threads=False)
+
+
+def read_sample_files(paths: Iterable[str | Path], columns: Sequence[str] | None = None) -> Any:
+    """Read Parquet sample parts (or one ``samples.parquet``) as one pandas DataFrame.
+
+    Args:
+        paths: Part files in any order; they are read in name order within each folder
+            (:func:`iter_sample_parts`).
         columns: Read only these columns (those absent from a part are left out of it).
 
     Returns:
@@ -170,18 +195,8 @@ def read_sample_files(paths: Iterable[str | Path], columns: Sequence[str] | None
         OSError, pyarrow.ArrowInvalid: If a part cannot be read.
     """
     import pandas as pd
-    import pyarrow.parquet as pq
 
-    frames = []
-    for path in sorted(Path(p) for p in paths):
-        with pq.ParquetFile(path) as part:
-            wanted = None
-            if columns is not None:
-                names = set(part.schema_arrow.names)
-                wanted = [c for c in columns if c in names]
-            table = part.read(columns=wanted, use_threads=False)
-        frames.append(table.to_pandas(use_threads=False))
-    frames = [f for f in frames if len(f.columns)]
+    frames = [f for f in iter_sample_parts(paths, columns) if len(f.columns)]
     if not frames:
         return pd.DataFrame()
     return pd.concat(frames, ignore_index=True, sort=False)
