@@ -45,6 +45,7 @@ reason is tagged ``rle.<device>.absent``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -604,6 +605,7 @@ class HardwareMonitor(L.Callback):
         for chunk in iter_sample_parts(parts, columns=summary_columns(names)):
             acc.add(chunk)
         summary = acc.finish(lambda device, starts: _rows_at(parts, device, starts))
+        _release_arrow_memory()
         summary.ranks = {
             str(trainer.global_rank): {"rows": self._writer.rows_written, "parts": len(parts)}
         }
@@ -699,6 +701,18 @@ def _rows_at(parts: list[Path], device: str, starts: Sequence[float]) -> dict[fl
         if len(out) == len(wanted):
             break
     return out
+
+
+def _release_arrow_memory() -> None:
+    """Hand the memory Arrow's pool kept from reading the parts back to the system.
+
+    pyarrow's default pool (mimalloc or jemalloc) keeps freed pages for reuse; after the
+    end-of-run read they would stay resident for the rest of the process.
+    """
+    import pyarrow as pa
+
+    with contextlib.suppress(AttributeError, NotImplementedError):  # pyarrow < 9
+        pa.default_memory_pool().release_unused()
 
 
 def _first_parts(parts: list[Path], rows: int) -> list[Path]:
