@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,7 @@ import pytest
 
 from rle.callbacks.summary import (
     SummaryAccumulator,
+    first_rows_at,
     merge_summaries,
     step_metric_means,
     summarize_samples,
@@ -138,14 +140,7 @@ def test_parts_fed_one_at_a_time_give_the_one_table_summary(seed: int) -> None:
     acc = SummaryAccumulator()
     for lo, hi in zip([0, *cuts], [*cuts, len(frame)], strict=True):
         acc.add(frame.iloc[lo:hi])
-    parts = acc.finish(
-        lambda device, starts: {
-            float(r["monotonic_s"]): r
-            for _, r in frame[
-                (frame["device"] == device) & frame["monotonic_s"].isin(starts)
-            ].iterrows()
-        }
-    )
+    parts = acc.finish(lambda device, starts: first_rows_at(frame, device, starts))
     assert parts.metrics.keys() == whole.metrics.keys()
     for key, value in whole.metrics.items():
         assert parts.metrics[key] == pytest.approx(value, rel=1e-12), key
@@ -173,3 +168,30 @@ def test_events_without_a_row_lookup_keep_their_start_time() -> None:
     (event,) = acc.finish().events
     assert event["start_monotonic_s"] == 40.0
     assert event["duration_s"] > 0
+
+
+def test_parquet_parts_on_disk_give_the_one_table_summary_and_event_context(
+    tmp_path: Path,
+) -> None:
+    """The callback's path: parts written by Parquet, read back one at a time, events looked up."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rle.callbacks.hardware import _rows_at
+    from rle.telemetry.samples_file import iter_sample_parts
+
+    frame = _mixed_frame(3)
+    paths = []
+    for k, (lo, hi) in enumerate([(0, 250), (250, 600), (600, len(frame))]):
+        path = tmp_path / f"part-{k:05d}.parquet"
+        pq.write_table(pa.Table.from_pandas(frame.iloc[lo:hi], preserve_index=False), path)
+        paths.append(path)
+    acc = SummaryAccumulator()
+    for chunk in iter_sample_parts(paths):
+        acc.add(chunk)
+    streamed = acc.finish(lambda device, starts: _rows_at(paths, device, starts))
+    whole = summarize_samples(frame)
+    assert streamed.events == whole.events
+    assert len(streamed.events) == 2
+    assert {"start_wall_time_s", "global_step", "rank", "power_w"} <= set(streamed.events[0])
+    assert streamed.metrics == pytest.approx(whole.metrics, rel=1e-12)

@@ -74,6 +74,7 @@ from rle.callbacks.summary import (
     RLE_INPUT_COLUMNS,
     SampleSummary,
     SummaryAccumulator,
+    first_rows_at,
     merge_summaries,
     summary_columns,
 )
@@ -690,15 +691,11 @@ def _rows_at(parts: list[Path], device: str, starts: Sequence[float]) -> dict[fl
     """
     from rle.telemetry.samples_file import iter_sample_parts
 
-    wanted = set(starts)
     out: dict[float, Any] = {}
     for chunk in iter_sample_parts(parts, columns=_EVENT_CONTEXT):
-        if "monotonic_s" not in chunk or "device" not in chunk:
-            continue
-        hit = chunk[(chunk["device"] == device) & chunk["monotonic_s"].isin(wanted)]
-        for _, row in hit.iterrows():
-            out.setdefault(float(row["monotonic_s"]), row)
-        if len(out) == len(wanted):
+        for start, row in first_rows_at(chunk, device, starts).items():
+            out.setdefault(start, row)
+        if len(out) == len(set(starts)):
             break
     return out
 

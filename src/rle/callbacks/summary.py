@@ -38,6 +38,7 @@ __all__ = [
     "SUMMARY_COLUMNS",
     "SampleSummary",
     "SummaryAccumulator",
+    "first_rows_at",
     "merge_summaries",
     "summarize_samples",
     "summary_columns",
@@ -105,11 +106,22 @@ def summarize_samples(frame: Any, node_prefix: str = "") -> SampleSummary:
     if frame is None or len(frame) == 0 or "device" not in frame:
         return acc.finish()
     acc.add(frame)
-    return acc.finish(lambda device, starts: _rows_at(frame, device, starts))
+    return acc.finish(lambda device, starts: first_rows_at(frame, device, starts))
 
 
-def _rows_at(frame: Any, device: str, starts: Sequence[float]) -> dict[float, Any]:
-    """``{start: first row of device whose monotonic_s == start}`` from one table."""
+def first_rows_at(frame: Any, device: str, starts: Iterable[float]) -> dict[float, Any]:
+    """``{start: first row of device whose monotonic_s == start}`` in one table (or one part).
+
+    Args:
+        frame: Sample rows (pandas DataFrame with ``device`` and ``monotonic_s``).
+        device: The device.
+        starts: ``monotonic_s`` values to look up, s.
+
+    Returns:
+        The rows found (pandas Series), by start time; starts not in ``frame`` are absent.
+    """
+    if "device" not in frame or "monotonic_s" not in frame:
+        return {}
     sub = frame[(frame["device"] == device) & frame["monotonic_s"].isin(list(starts))]
     out: dict[float, Any] = {}
     for _, row in sub.iterrows():
