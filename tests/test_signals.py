@@ -58,6 +58,8 @@ def test_a_preempted_job_flushes_and_ends_killed(
     client = MlflowClient(job.uri)
     run = client.get_run(run_id)
     assert run.info.status == "KILLED"
+    assert run.data.tags["rle.end_reason"] == "signal"
+    assert run.data.tags["rle.signal"] == signum.name
     steps = loss_steps(job.uri, run_id)
     assert steps == list(range(len(steps)))  # every step it trained, none missing
     assert len(steps) >= seen

@@ -108,6 +108,8 @@ def test_every_rank_stops_at_the_same_step_and_the_run_ends_killed(
     assert [r.info.run_id for r in runs] == [run_id]
     run = runs[0]
     assert run.info.status == "KILLED", job.log.read_text()[-3000:]
+    assert run.data.tags["rle.end_reason"] == "signal"
+    assert run.data.tags["rle.signal"] == signum.name
 
     steps = loss_steps(job.uri, run_id)
     assert steps == list(range(len(steps)))  # every step trained, none missing

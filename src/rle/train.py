@@ -750,6 +750,16 @@ def run_training(cfg: DictConfig) -> RunResult | None:
         raise
     finally:
         preempt.finishing = True
+        if preempt.signum is not None:
+            from rle.tracking import keys
+
+            mlflow_logger.submit(
+                "tags",
+                {
+                    keys.TAG_END_REASON: keys.END_REASON_SIGNAL,
+                    keys.TAG_SIGNAL: signal.Signals(preempt.signum).name,
+                },
+            )
         drained = mlflow_logger.finish(status, should_stop=preempt.abort_requested)
         preempt.restore()
         if drained:

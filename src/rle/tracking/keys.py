@@ -312,7 +312,12 @@ TAG_PID_START_TIME = "rle.pid_start_time"
 """Run tag: the owner's process start time (seconds since the epoch, as ``psutil`` reports it),
 so that a later process reusing the pid is not taken for the owner."""
 TAG_END_REASON = "rle.end_reason"
-"""Run tag set by ``rle.sync --close-dead`` on a run it ended ``KILLED``."""
+"""Run tag: why a run ended ``KILLED`` (set by ``rle.train`` after a signal and by
+``rle.sync --close-dead``)."""
+END_REASON_SIGNAL = "signal"
+"""Value of :data:`TAG_END_REASON`: the job got SIGTERM/SIGINT and stopped (:data:`TAG_SIGNAL`)."""
+TAG_SIGNAL = "rle.signal"
+"""Run tag: the signal that stopped the job (``SIGTERM``, ``SIGINT``)."""
 END_REASON_PROCESS_GONE = "process_gone"
 """Value of :data:`TAG_END_REASON`: the owner process no longer exists on its host."""
 END_REASON_CLOSED_BY_USER = "closed_by_user"
