@@ -319,7 +319,8 @@ class _Preemption:
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
     REPEAT_WINDOW_S = 2.0
     """A repeat of the signal within this many seconds is the same request (launchers forward to
-    each process the signal its group already got); only a later one interrupts at once."""
+    each process the signal its group already got); only a later one interrupts at once. The same
+    window as :data:`rle.callbacks.stop.REPEAT_WINDOW_S` (this module imports Lightning lazily)."""
     STUCK_GRACE_S = 3.0
     """How long the main thread may stay inside C code (a DDP rendezvous) after a signal before
     the watchdog ends the run ``KILLED`` and exits ``128 + signal`` itself."""

@@ -169,3 +169,11 @@ def test_the_callback_pickles_without_its_owner_hook() -> None:
 def test_a_negative_window_is_refused() -> None:
     with pytest.raises(ValueError, match="repeat_window_s"):
         StopOnSignal(repeat_window_s=-1)
+
+
+def test_rle_train_uses_the_same_repeat_window() -> None:
+    from rle.callbacks.stop import REPEAT_WINDOW_S
+    from rle.train import _Preemption
+
+    assert _Preemption.REPEAT_WINDOW_S == REPEAT_WINDOW_S
+    assert StopOnSignal().repeat_window_s == REPEAT_WINDOW_S

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
+REPEAT_WINDOW_S = 2.0
+"""Seconds after a first signal during which the same signal again is the same request."""
+
 
 class StopOnSignal(L.Callback):
     """Stop all ranks after the same batch on SIGTERM/SIGINT; a later repeat interrupts at once.
@@ -72,7 +75,7 @@ class StopOnSignal(L.Callback):
         self,
         on_signal: Callable[[int], None] | None = None,
         shared_signum: Any = None,
-        repeat_window_s: float = 2.0,
+        repeat_window_s: float = REPEAT_WINDOW_S,
     ) -> None:
         if repeat_window_s < 0:
             raise ValueError(f"repeat_window_s must be >= 0 seconds, got {repeat_window_s}")
