@@ -23,89 +23,51 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlflow import MlflowClient
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from rle.tracking.reader import read_samples
+from mlflow import MlflowClient  # noqa: E402
 
-JOB = (
-    "workload=synthetic_cpu",
-    "workload.intensity=0.1",
-    "workload.period_s=0.1",
-    "workload.workers=1",
-    "trainer.accelerator=cpu",
-    "trainer.devices=2",
-    "trainer.max_steps=2000",
-    "trainer.enable_progress_bar=false",
-    "telemetry=fake",
-    "telemetry.sample_hz=10",
-    "tracking.flush_interval_s=0.5",
-)
-TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2")
+from rle.tracking.reader import read_samples  # noqa: E402
+from support.jobs import DDP_JOB, TORCHRUN, Job  # noqa: E402
+
 LAUNCHERS = {
-    "ddp": ((sys.executable, "-m", "rle.train"), "trainer.strategy=ddp"),
-    "spawn": ((sys.executable, "-m", "rle.train"), "trainer.strategy=ddp_spawn"),
+    "ddp": (None, "trainer.strategy=ddp"),
+    "spawn": (None, "trainer.strategy=ddp_spawn"),
     "torchrun": ((*TORCHRUN, "-m", "rle.train"), "trainer.strategy=ddp"),
 }
 CASES = [f"{launcher}-{target}" for launcher in LAUNCHERS for target in ("main", "group")]
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
 def _one(case: str, signum: int, steps: int, root: Path) -> str:
     launcher, target = case.split("-")
     argv, strategy = LAUNCHERS[launcher]
-    uri = "sqlite:///" + (root / "mlruns" / "mlflow.db").as_posix()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.update(RLE_PROJECT_ROOT=str(root), MLFLOW_EXPERIMENT_NAME="signals")
-    with (root / "job.log").open("w") as log:
-        proc = subprocess.Popen(
-            [*argv, *JOB, strategy], stdout=log, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True,
-        )  # fmt: skip
-    deadline = time.monotonic() + 300
-    run_id = None
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            client = MlflowClient(uri)
-            exp = client.get_experiment_by_name("signals")
-            runs = client.search_runs([exp.experiment_id]) if exp else []
-            if runs and len(client.get_metric_history(runs[0].info.run_id, "train/loss")) >= steps:
-                run_id = runs[0].info.run_id
-                break
-        except Exception:  # the job may be creating the store right now
-            pass
-        time.sleep(0.3)
-    if run_id is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        return f"| {case} | - | no {steps} steps (see {root / 'job.log'}) | | | | |"
+    job = Job(root / case, (*DDP_JOB, strategy), argv)
+    try:
+        run_id, _ = job.wait_for_steps(steps, timeout_s=300.0)
+    except AssertionError:
+        job.stop()
+        return f"| {case} | - | no {steps} steps (see {job.log}) | | | | |"
     t0 = time.monotonic()
     if target == "group":
-        os.killpg(proc.pid, signum)
+        os.killpg(job.proc.pid, signum)
     else:
-        proc.send_signal(signum)
+        job.proc.send_signal(signum)
     try:
-        rc: int | str = proc.wait(120)
+        rc: int | str = job.proc.wait(120)
     except subprocess.TimeoutExpired:
         rc = "no exit in 120 s"
     exit_s = time.monotonic() - t0
     time.sleep(2.0)
-    left = _group_alive(proc.pid)
-    if left:
-        os.killpg(proc.pid, signal.SIGKILL)
-    client = MlflowClient(uri)
+    left = job.group_alive()
+    job.stop()
+    client = MlflowClient(job.uri)
     run = client.get_run(run_id)
     end_ms = run.info.end_time or 0
     late = sum(
         sum(m.timestamp > end_ms for m in client.get_metric_history(run_id, key))
         for key in run.data.metrics
     )
-    frame = read_samples(run_id, uri)
+    frame = read_samples(run_id, job.uri)
     stops = "-" if frame is None else str(frame.groupby("rank")["global_step"].max().to_dict())
     return (
         f"| {case} | {exit_s:.1f} | {rc} | {run.info.status} | {stops} | {late} | "

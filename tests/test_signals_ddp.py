@@ -13,8 +13,8 @@ of each rank is its closing sample's ``global_step`` in the streamed samples.
 
 from __future__ import annotations
 
+import os
 import signal
-import sys
 import time
 from collections.abc import Iterator
 
@@ -22,26 +22,10 @@ import pytest
 from mlflow import MlflowClient
 
 from rle.tracking.reader import read_samples
-from support.jobs import EXPERIMENT, Job, loss_steps
+from support.jobs import DDP_JOB, EXPERIMENT, TORCHRUN, Job, loss_steps
 
 # run twice in one session (tests/conftest.py: attempt); the jobs are started anew for each attempt
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("attempt")]
-
-JOB = (
-    "workload=synthetic_cpu",
-    "workload.intensity=0.1",
-    "workload.period_s=0.1",
-    "workload.workers=1",
-    "trainer.accelerator=cpu",
-    "trainer.devices=2",
-    "trainer.max_steps=2000",  # minutes: always still training when the signal comes
-    "trainer.enable_progress_bar=false",
-    "telemetry=fake",
-    "telemetry.sample_hz=10",
-    "tracking.flush_interval_s=0.5",
-)
-
-TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2")
 
 CASES = {
     # name: (command before the overrides, extra override, whom to signal, signal)
@@ -72,7 +56,8 @@ Measured alone: 2–8 s (issue 15's figures, docs in the README)."""
 def jobs(tmp_path_factory: pytest.TempPathFactory, attempt: int) -> Iterator[dict[str, Job]]:
     base = tmp_path_factory.mktemp(f"ddp_signals{attempt}")
     started = {
-        name: Job(base / name, (*JOB, extra), argv) for name, (argv, extra, _, _) in CASES.items()
+        name: Job(base / name, (*DDP_JOB, extra), argv)
+        for name, (argv, extra, _, _) in CASES.items()
     }
     try:
         yield started
@@ -89,8 +74,6 @@ def test_every_rank_stops_at_the_same_step_and_the_run_ends_killed(
     job = jobs[name]
     run_id, seen = job.wait_for_steps(3, timeout_s=300.0)
     if target == "group":
-        import os
-
         os.killpg(job.proc.pid, signum)
     else:
         job.proc.send_signal(signum)

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -368,8 +369,6 @@ class _Preemption:
         ).start()
 
     def _watch(self, fd: int) -> None:
-        import time
-
         while True:
             try:
                 data = os.read(fd, 1)
@@ -416,8 +415,6 @@ class _Preemption:
     def note_signal(self, signum: int) -> None:
         """Record a signal handled elsewhere (:class:`StopOnSignal`): the run ends ``KILLED``."""
         if self.signum is None:
-            import time
-
             self.signum = signum
             self._first_at_s = time.monotonic()
 
@@ -429,8 +426,6 @@ class _Preemption:
                 "Received %s while ending the run: no more waiting for the tracking store.", name
             )
             return
-        import time
-
         first = self.signum is None
         now = time.monotonic()
         if first:

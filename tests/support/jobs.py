@@ -20,9 +20,27 @@ from mlflow import MlflowClient
 from rle.tracking.logger import ensure_store
 from support.mlflow_server import free_port
 
-__all__ = ["EXPERIMENT", "Job", "loss_steps"]
+__all__ = ["DDP_JOB", "EXPERIMENT", "TORCHRUN", "Job", "loss_steps"]
 
 EXPERIMENT = "signals"
+
+DDP_JOB = (
+    "workload=synthetic_cpu",
+    "workload.intensity=0.1",
+    "workload.period_s=0.1",
+    "workload.workers=1",
+    "trainer.accelerator=cpu",
+    "trainer.devices=2",
+    "trainer.max_steps=2000",  # minutes: always still training when the signal comes
+    "trainer.enable_progress_bar=false",
+    "telemetry=fake",
+    "telemetry.sample_hz=10",
+    "tracking.flush_interval_s=0.5",
+)
+"""A 2-rank synthetic job (~10 steps/s, a fake GPU per rank) for the DDP signal test and benchmark;
+add the strategy (``trainer.strategy=ddp`` or ``ddp_spawn``)."""
+TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2")
+"""torchrun with 2 local workers; add ``-m rle.train`` and the overrides."""
 
 _DISTRIBUTED = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK",
                 "GROUP_RANK", "LOCAL_WORLD_SIZE")  # fmt: skip
